@@ -191,11 +191,14 @@ class BigainProcessor:
         if not usable or self.target not in st.active_targets(method):
             return self.original(attn, hidden_states, **kw)
         b, n, _ = hidden_states.shape
-        h, w = _grid(st.local.hw, n, self.target.downsample if st.family == "unet" else st.model.config.patch_size)
+        hw = getattr(st.local, "hw", None)
+        if hw is None:  # block called outside the model's forward: no grid known, run as is
+            return self.original(attn, hidden_states, **kw)
+        h, w = _grid(hw, n, self.target.downsample if st.family == "unet" else st.model.config.patch_size)
         t = _timesteps(st.local.t, b, hidden_states.device)
         plan: Plan | None = None
         if method.compresses:
-            metric = st.local.block_input.get(self.target.name) if st.family == "unet" else None
+            metric = st.local.block_input.pop(self.target.name, None) if st.family == "unet" else None
             call = AttnCall(
                 hidden_states,
                 metric if metric is not None else hidden_states,
