@@ -3,23 +3,35 @@ quality and diffusion-classifier accuracy (L-GTM and IE-KVD, CVPR 2026), with To
 as baselines, for diffusers U-Nets and DiTs."""
 
 from bigain.methods import IEKVD, LGTM, METHODS, Baseline, Method, ToDo, ToMe, make_method, parse_method
+from bigain.models import CARDS, LoadedModel, ModelCard, ModelUnavailable, load_model
 from bigain.patch import apply, compress, compressed_blocks, is_patched, remove, seed
+from bigain.pipelines import ClassificationResult, GenerationResult, Protocol, classify, generate
 from bigain.record import record
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CARDS",
     "IEKVD",
     "LGTM",
     "METHODS",
     "Baseline",
+    "ClassificationResult",
+    "GenerationResult",
+    "LoadedModel",
     "Method",
+    "ModelCard",
+    "ModelUnavailable",
+    "Protocol",
     "ToDo",
     "ToMe",
     "apply",
+    "classify",
     "compress",
     "compressed_blocks",
+    "generate",
     "is_patched",
+    "load_model",
     "make_method",
     "parse_method",
     "record",

@@ -15,8 +15,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from bigain.ops.kv import alpha_at, blend_downsample
-from bigain.ops.laplacian import laplacian_score
+from bigain.ops import triton as fused  # torch ops, or fused kernels for CUDA tensors
+from bigain.ops.kv import alpha_at
 from bigain.ops.merge import Merge, bipartite_merge, destination_slots, slots_to_index
 
 #: DiT blocks compressed by the paper's scripts (0-indexed), filtered to those that exist.
@@ -174,8 +174,7 @@ class LGTM(ToMe):
             raise _fail(self.title, "dst", f"one of {self.DST}", self.dst)
 
     def destinations(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        scores = laplacian_score(call.metric, call.h, call.w)
-        return destination_slots(call.h, call.w, self.sx, self.sy, self.dst, scores=scores), scores
+        return fused.laplacian_slots(call.metric, call.h, call.w, self.sx, self.sy, self.dst)
 
 
 @dataclass(frozen=True)
@@ -212,7 +211,7 @@ class IEKVD(Method):
             alpha: float | torch.Tensor = float(self.alpha)
         else:
             alpha = alpha_at(call.t, self.alpha, self.alpha_end)
-        kv = blend_downsample(call.x, call.h, call.w, self.factor, alpha)
+        kv = fused.kv_downsample(call.x, call.h, call.w, self.factor, alpha)
         shown = alpha if isinstance(alpha, torch.Tensor) else torch.tensor([alpha])
         return Plan(q=call.x, kv=kv, alpha=shown)
 

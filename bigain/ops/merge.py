@@ -13,6 +13,7 @@ chain of gathers, a ``scatter_reduce`` and three scatters into a zero tensor.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -81,23 +82,57 @@ def destination_slots(
 def slots_to_index(slots: torch.Tensor, h: int, w: int, sx: int, sy: int) -> torch.Tensor:
     """Token positions (B', Nd) of the destinations given by ``slots`` (B', hs, ws)."""
     b, hs, ws = slots.shape
-    dev = slots.device
-    rows = torch.arange(hs, device=dev).view(1, hs, 1) * sy + torch.div(slots, sx, rounding_mode="floor")
-    cols = torch.arange(ws, device=dev).view(1, 1, ws) * sx + slots % sx
-    return (rows * w + cols).reshape(b, hs * ws)
+    corner, offset = _cell_geometry(hs, ws, sx, sy, w, slots.device)
+    return (corner + offset[slots]).reshape(b, hs * ws)
 
 
-def _take(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[b, idx[b]] for x (B, N, C) and idx (B, K) or (1, K) → (B, K, C)."""
-    if idx.shape[0] == 1:
-        return x.index_select(1, idx[0])
-    return torch.gather(x, 1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+# Small index constants, cached per shape and device: on a GPU each fresh ``arange`` is a kernel
+# launch, and at these sizes launches, not arithmetic, are what merging costs.
+@functools.lru_cache(maxsize=64)
+def _arange(start: int, end: int, device: torch.device) -> torch.Tensor:
+    return torch.arange(start, end, device=device)
 
 
-def _flat(idx: torch.Tensor, stride: int) -> torch.Tensor:
-    """Per-sample indices (B, K) into rows of a (B·stride, C) view."""
-    offs = torch.arange(idx.shape[0], device=idx.device).unsqueeze(1) * stride
+@functools.lru_cache(maxsize=8)
+def _ones(device: torch.device) -> torch.Tensor:
+    return torch.ones(1, 1, device=device)
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_geometry(
+    hs: int, ws: int, sx: int, sy: int, w: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(1, hs, ws) position of each cell's top-left token, and (sx·sy,) offset of each slot from it."""
+    corner = torch.arange(hs, device=device).view(hs, 1) * (sy * w) + torch.arange(ws, device=device) * sx
+    q = torch.arange(sx * sy, device=device)
+    return corner.view(1, hs, ws), torch.div(q, sx, rounding_mode="floor") * w + q % sx
+
+
+def _flat(idx: torch.Tensor, stride: int, batch: int | None = None) -> torch.Tensor:
+    """Per-sample indices (B', K) into rows of a (B·stride, C) view; a shared (1, K) pattern repeats ``batch`` times."""
+    b = batch if batch is not None else idx.shape[0]
+    offs = _arange(0, b * stride, idx.device)[::stride].unsqueeze(1)
     return (idx + offs).reshape(-1)
+
+
+def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """x[b, idx[b]] for x (B, N, C) and idx (B, K) or (1, K) → contiguous (B, K, C).
+
+    One ``index_select`` over the (B·N, C) rows: a plain row copy, cheaper than ``gather``
+    with an index expanded over C.
+    """
+    b, n, c = x.shape
+    return x.reshape(b * n, c).index_select(0, _flat(idx, n, b)).view(b, idx.shape[1], c)
+
+
+def _complement(dst_idx: torch.Tensor, n: int) -> torch.Tensor:
+    """Ascending positions (B', N − Nd) of the tokens that are not destinations.
+
+    A stable sort of the destination mask puts the sources first, in order (tomesd's way):
+    three kernels and no ``nonzero``, whose data-dependent size would stall a CUDA stream."""
+    b, nd = dst_idx.shape
+    mask = torch.zeros(b, n, dtype=torch.int8, device=dst_idx.device).scatter_(1, dst_idx, 1)
+    return mask.argsort(dim=1, stable=True)[:, : n - nd]
 
 
 @dataclass
@@ -131,17 +166,21 @@ class Merge:
     def n_out(self) -> int:
         return self.n - self.r
 
+    @functools.cached_property
+    def _flat_inverse(self) -> torch.Tensor:
+        """inverse as rows of the (B·(N − r), C) merged tensor; shared by merge and unmerge."""
+        return _flat(self.inverse, self.n_out)
+
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) → (B, N − r, C): unweighted mean of each destination and its sources."""
         b, n, c = x.shape
-        out = x.new_zeros(b * self.n_out, c)
-        out.index_add_(0, _flat(self.inverse, self.n_out), x.reshape(b * n, c))
-        return (out * self.inv_count.reshape(-1, 1).to(x.dtype)).view(b, self.n_out, c)
+        out = x.new_zeros(b * self.n_out, c).index_add_(0, self._flat_inverse, x.reshape(b * n, c))
+        return out.mul_(self.inv_count.reshape(-1, 1).to(x.dtype)).view(b, self.n_out, c)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N − r, C) → (B, N, C): every token takes the value of the slot it was merged into."""
         b, m, c = y.shape
-        return y.reshape(b * m, c).index_select(0, _flat(self.inverse, m)).view(b, self.n, c)
+        return y.reshape(b * m, c).index_select(0, self._flat_inverse).view(b, self.n, c)
 
     def groups(self) -> torch.Tensor:
         """(B, N): for every token, the grid position of the token it was merged into (itself if kept)."""
@@ -155,39 +194,51 @@ def bipartite_merge(metric: torch.Tensor, dst_idx: torch.Tensor, ratio: float) -
     metric: (B, N, C) tokens used for similarity. dst_idx: (B, Nd) or (1, Nd) destination
     positions (one pattern shared by the batch). Returns a :class:`Merge` that removes
     r = min(floor(N·ratio), N − Nd) tokens.
+
+    The arithmetic is tomesd's (cosine = x / ‖x‖ per row, one src×dst product, a descending
+    argsort), so the similarities and the chosen pairs are the same; what is saved is memory
+    traffic and kernel launches: one gather puts the rows in src|dst order, the slot map
+    ``inverse`` comes from one scatter, and merge/unmerge are one index op each. The
+    similarity product (N − Nd)·Nd·C is the irreducible cost.
     """
     b, n, _ = metric.shape
     dev = metric.device
     dst_idx = dst_idx.to(dev)
     nd = dst_idx.shape[1]
-    keep = torch.ones(dst_idx.shape[0], n, dtype=torch.bool, device=dev)
-    keep.scatter_(1, dst_idx, False)
-    src_idx = torch.arange(n, device=dev).expand(dst_idx.shape[0], n)[keep].view(-1, n - nd)
+    ns = n - nd
+    src_idx = _complement(dst_idx, n)
     r_req, r = merge_count(n, ratio, nd)
+    u = ns - r
 
-    m = metric / metric.norm(dim=-1, keepdim=True)
-    sim = _take(m, src_idx) @ _take(m, dst_idx).transpose(-1, -2)  # (B, N−Nd, Nd)
-    node_max, node_idx = sim.max(dim=-1)
+    split = torch.cat([src_idx, dst_idx], dim=1)  # (B', N): sources, then destinations (tomesd's order)
+    m = _rows(metric / metric.norm(dim=-1, keepdim=True), split)  # (B, N, C) unit rows in that order
+    node_max, node_idx = row_max(m[:, :ns], m[:, ns:])
     order = node_max.argsort(dim=-1, descending=True)
     merged_k, kept_k = order[:, :r], order[:, r:]
-    dst_b, src_b = dst_idx.expand(b, nd), src_idx.expand(b, n - nd)
-    merged_src = src_b.gather(1, merged_k)
-    target_slot = node_idx.gather(1, merged_k)  # which destination (0..Nd−1)
-    u = n - nd - r
 
-    inverse = torch.empty(b, n, dtype=torch.long, device=dev)
-    inverse.scatter_(1, src_b.gather(1, kept_k), torch.arange(u, device=dev).expand(b, u))
-    inverse.scatter_(1, dst_b, torch.arange(u, u + nd, device=dev).expand(b, nd))
-    inverse.scatter_(1, merged_src, target_slot + u)
-    counts = torch.zeros(b, n - r, device=dev).scatter_add_(1, inverse, torch.ones(b, n, device=dev))
+    slot = (node_idx + u).scatter_(1, kept_k, _arange(0, u, dev).expand(b, u))  # (B, Ns) merged slot of each source
+    slot = torch.cat([slot, _arange(u, u + nd, dev).expand(b, nd)], dim=1)  # destinations keep the last Nd slots
+    split = split.expand(b, n)
+    inverse = torch.empty(b, n, dtype=torch.long, device=dev).scatter_(1, split, slot)
+    counts = torch.zeros(b, n - r, device=dev).scatter_add_(1, inverse, _ones(dev).expand(b, n))
     return Merge(
         n=n,
         r=r,
         r_requested=r_req,
-        dst_idx=dst_b,
-        src_idx=src_b,
-        merged_src=merged_src,
-        merged_dst=dst_b.gather(1, target_slot),
+        dst_idx=split[:, ns:],
+        src_idx=split[:, :ns],
+        merged_src=split.gather(1, merged_k),
+        merged_dst=split[:, ns:].gather(1, node_idx.gather(1, merged_k)),
         inverse=inverse,
-        inv_count=counts.reciprocal(),
+        inv_count=counts.reciprocal_(),
     )
+
+
+def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """For every row of a (B, Ns, C): the largest dot product with a row of d (B, Nd, C) and its index
+    (first on ties). The Triton path streams over d and never materialises the (B, Ns, Nd) matrix."""
+    from bigain.ops import triton as fused  # lazy: the dispatcher never imports triton for CPU tensors
+
+    if fused.enabled(a):
+        return fused.row_max(a, d)
+    return torch.bmm(a, d.transpose(1, 2)).max(dim=-1)

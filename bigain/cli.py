@@ -1,0 +1,272 @@
+"""Command line: ``python -m bigain {generate,classify,train,eval,bench} ...`` (``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+METHOD_HELP = (
+    "compression method: baseline, tome, lgtm, todo or iekvd, with options as name:key=value;key=value, "
+    "e.g. 'lgtm:ratio=0.7', 'iekvd:alpha=0.8;alpha_end=1.2', 'todo:factor=2' (default: baseline)"
+)
+
+
+class _Bar:
+    """A tqdm bar driven by the pipelines' progress(fraction, desc) callback."""
+
+    def __init__(self, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=1000, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+
+    def __call__(self, fraction: float, desc: str) -> None:
+        self.bar.set_description(desc, refresh=False)
+        self.bar.update(int(fraction * 1000) - self.bar.n)
+
+    def reset(self) -> None:
+        self.bar.reset()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default="digits-dit",
+        help="card name (digits-dit, digits-unet, sd2-base, "
+        "dit-xl-2-256, dit-xl-2-512) or a local diffusers folder (default: digits-dit)",
+    )
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
+    p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: fp16 on GPU for hub models)")
+    p.add_argument("--method", default=None, help=METHOD_HELP)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bigain", description="BiGain: token compression for diffusion models")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="sample images with a compression method")
+    _model_args(g)
+    g.add_argument("--condition", "-c", required=True, help="class id or name (digits: 0-9), or a prompt (SD)")
+    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model card's)")
+    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
+    g.add_argument("--num-images", type=int, default=1)
+    g.add_argument("--sampler", choices=["ddim", "euler"], default=None)
+    g.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the saved image(s)")
+    g.add_argument("--out", type=Path, default=Path("bigain.png"), help="output PNG (several: _0, _1, … appended)")
+
+    c = sub.add_parser("classify", help="classify image(s) with the diffusion classifier")
+    _model_args(c)
+    c.add_argument("images", nargs="+", help="image file(s)")
+    c.add_argument("--classes", default=None, help="comma-separated candidate classes (SD: required)")
+    c.add_argument("--prompt-template", default=None, help="SD prompt template with {} (default 'a photo of a {}.')")
+    c.add_argument("--n-pool", type=int, default=None, help="timestep pool size (paper 20)")
+    c.add_argument("--n-samples", default=None, help="timesteps per round, comma-separated (paper 5,20)")
+    c.add_argument("--to-keep", default=None, help="classes kept after each round (paper 5,1)")
+    c.add_argument("--batch-size", type=int, default=None)
+    c.add_argument("--temperature", type=float, default=None, help="score temperature (relative, default 0.05)")
+    c.add_argument("--top", type=int, default=5, help="ranking rows to print")
+    c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+
+    t = sub.add_parser("train", help="train an embedded digits model (python -m bigain.train)", add_help=False)
+    t.add_argument("rest", nargs=argparse.REMAINDER)
+
+    e = sub.add_parser("eval", help="the digits replication (accuracy + sample quality per method)")
+    e.add_argument("suite", choices=["digits"])
+    e.add_argument("--models", nargs="+", default=["digits-dit", "digits-unet"])
+    e.add_argument("--limit", type=int, default=None, help="evaluate this many test images (default: all 360)")
+    e.add_argument("--samples", type=int, default=100, help="generated samples per class (0: skip)")
+    e.add_argument("--methods", nargs="+", default=None, help="method keys for classification (default: all)")
+    e.add_argument("--gen-methods", nargs="+", default=None, help="method keys for generation (default: key set)")
+    e.add_argument("--skip-classify", action="store_true")
+    e.add_argument("--grid-only", action="store_true", help="only the labelled sample picture (1 per class, seed 0)")
+    e.add_argument("--device", default=None)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--out", type=Path, default=None, help="output folder (default: assets/eval)")
+    e.add_argument("--quiet", action="store_true")
+
+    b = sub.add_parser("bench", help="benchmarks (python -m bigain.bench)", add_help=False)
+    b.add_argument("rest", nargs=argparse.REMAINDER)
+    return p
+
+
+def _generate(a: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from bigain.models import load_model
+    from bigain.pipelines import generate
+
+    model = load_model(a.model, device=a.device, dtype=a.dtype)
+    cond: Any = a.condition
+    bar = _Bar(not a.quiet)
+    try:
+        r = generate(
+            model,
+            cond,
+            method=a.method,
+            seed=a.seed,
+            steps=a.steps,
+            guidance=a.guidance,
+            num_images=a.num_images,
+            sampler=a.sampler,
+            progress=bar,
+        )
+    finally:
+        bar.close()
+    paths = (
+        [a.out]
+        if len(r.images) == 1
+        else [a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix}") for i in range(len(r.images))]
+    )
+    for img, path in zip(r.images, paths, strict=True):
+        if a.upscale > 1:
+            img = img.resize((img.width * a.upscale, img.height * a.upscale), Image.NEAREST)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        img.save(path)
+    print(f"{r.method.label()}: {len(r.images)} image(s) of {r.condition[0]!r} → {', '.join(map(str, paths))}")
+    print(
+        f"{r.steps} steps, guidance {r.guidance:g}, {r.n_calls} denoiser calls, {r.per_call_s * 1000:.1f} ms/call, "
+        f"wall {r.wall_s:.2f} s"
+    )
+    return 0
+
+
+def _ints(text: str | None) -> tuple[int, ...] | None:
+    return None if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+
+
+def _classify(a: argparse.Namespace) -> int:
+    from bigain.models import load_model
+    from bigain.pipelines import classify
+    from bigain.pipelines.classify import DEFAULT_TEMPERATURE
+
+    model = load_model(a.model, device=a.device, dtype=a.dtype)
+    proto = dict(model.card.protocol)
+    for key, val in (("n_pool", a.n_pool), ("n_samples", _ints(a.n_samples)), ("to_keep", _ints(a.to_keep))):
+        if val is not None:
+            proto[key] = val
+    classes = None if a.classes is None else [c.strip() for c in a.classes.split(",")]
+    out = []
+    bar = _Bar(not a.quiet)
+    try:
+        for path in a.images:
+            bar.reset()
+            r = classify(
+                model,
+                path,
+                classes=classes,
+                method=a.method,
+                seed=a.seed,
+                protocol=proto,
+                batch_size=a.batch_size,
+                temperature=a.temperature or DEFAULT_TEMPERATURE,
+                prompt_template=a.prompt_template,
+                progress=bar,
+            )
+            out.append((path, r))
+    finally:
+        bar.close()
+    for path, r in out:
+        print(
+            f"{path}: {r.prediction}  ({r.method.label()}, {r.n_evals} evaluations in {r.n_calls} calls, "
+            f"{r.wall_s:.2f} s)"
+        )
+        for row in r.ranking[: a.top]:
+            print(f"  {row.cls:>24}  error {row.mean_error:.5f}  score {row.score:.3f}  ({row.n_timesteps} t)")
+    if a.json:
+        a.json.write_text(json.dumps([_result_json(p, r) for p, r in out], indent=1) + "\n")
+    return 0
+
+
+def _result_json(path: str, r: Any) -> dict[str, Any]:
+    return {
+        "image": str(path),
+        "prediction": r.prediction,
+        "method": r.method.label(),
+        "ranking": [row.__dict__ for row in r.ranking],
+        "timesteps": r.timesteps,
+        "errors": [[None if e != e else e for e in row] for row in r.errors.tolist()],
+        "n_evals": r.n_evals,
+        "n_calls": r.n_calls,
+        "wall_s": r.wall_s,
+        "denoiser_s": r.denoiser_s,
+    }
+
+
+def _eval(a: argparse.Namespace, argv: list[str]) -> int:
+    import torch
+    from tqdm import tqdm
+
+    from bigain import evaluate_digits
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    bars: dict[str, Any] = {}
+
+    def progress(desc: str, i: int, n: int) -> None:
+        if a.quiet:
+            return
+        bar = bars.get(desc)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bars.clear()
+            bar = bars[desc] = tqdm(total=n, desc=desc)
+        bar.update(i - bar.n)
+
+    for name in a.models:
+        if a.grid_only:
+            print(evaluate_digits.grid_only(name, a.out, a.gen_methods))
+            continue
+        res = evaluate_digits.run(
+            name,
+            a.out,
+            a.limit,
+            a.samples,
+            a.methods,
+            a.gen_methods,
+            a.device,
+            skip_classify=a.skip_classify,
+            command="python -m bigain " + " ".join(argv),
+            progress=progress,
+        )
+        for bar in bars.values():
+            bar.close()
+        bars.clear()
+        print(evaluate_digits.markdown(res))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["train"]:
+        from bigain import train
+
+        train.main(argv[1:])
+        return 0
+    if argv[:1] == ["bench"]:
+        import importlib
+
+        bench: Callable[..., Any] = importlib.import_module("bigain.bench").main
+        return int(bench(argv[1:]) or 0)
+    a = _parser().parse_args(argv)
+    try:
+        if a.command == "generate":
+            return _generate(a)
+        if a.command == "classify":
+            return _classify(a)
+        return _eval(a, argv)
+    except (ValueError, TypeError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

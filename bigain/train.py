@@ -1,0 +1,224 @@
+"""Train the embedded digits models: ``python -m bigain.train digits-dit|digits-unet``.
+
+Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE) on the train
+split of scikit-learn's digits upsampled to 16×16, class-conditional with 10% label dropout
+for classifier-free guidance (dropped once per sample to the null class), AdamW with warm-up
+and cosine decay, an EMA of the weights (what ships). Deterministic from ``--seed`` on CPU.
+Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` to the output folder.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from bigain import digits
+from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits
+
+NULL_CLASS = digits.NUM_CLASSES  # id of the unconditional label / token sequence
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    steps: int
+    batch_size: int = 64
+    lr: float = 1e-3
+    warmup: int = 50
+    ema: float = 0.995
+    label_drop: float = 0.1
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 25
+
+
+#: Default step counts, sized for ~20 minutes on one contended CPU core each.
+DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 1200}
+
+
+def eps_call(net: nn.Module, tokens: nn.Module | None, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
+    """One denoiser call of an embedded model: x (B, 1, 16, 16), t (B,), y (B,) labels (10 = null) → ε like x."""
+    if tokens is None:
+        return net(x, timestep=t, class_labels=y).sample
+    return net(x, t, encoder_hidden_states=tokens(y)).sample
+
+
+def _lr(step: int, cfg: TrainConfig) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    p = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+def git_commit() -> str | None:
+    """The repository's HEAD commit (+ '-dirty' if the package has uncommitted changes), read only;
+    ``$BIGAIN_GIT_COMMIT`` names it for runs on a copy of the tree without ``.git``."""
+    if os.environ.get("BIGAIN_GIT_COMMIT"):
+        return os.environ["BIGAIN_GIT_COMMIT"]
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "bigain"], cwd=root, capture_output=True, text=True, timeout=10
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if head.returncode != 0:
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def train(
+    name: str,
+    out: Path,
+    cfg: TrainConfig,
+    arch: dict[str, Any] | None = None,
+    quiet: bool = False,
+    device: str | torch.device = "cpu",
+) -> dict:
+    """Train ``name`` and write it to ``out``; returns the training record. ``arch`` overrides the
+    architecture (tests use a tiny one). Randomness is drawn on the CPU whatever ``device`` is, so
+    the data order, label drops, timesteps and noise are the same on every device."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(cfg.seed)
+    spec = dict(DIGITS_ARCH[name]) if arch is None else arch
+    dev = torch.device(device)
+    net, tokens = _build(name, spec)
+    net.to(dev)
+    if tokens is not None:
+        tokens.to(dev)
+    # eval(): diffusers' DiT would otherwise drop labels independently in every block; we drop once per sample.
+    net.eval()
+    params = list(net.parameters()) + (list(tokens.parameters()) if tokens is not None else [])
+    ema = [p.detach().clone() for p in params]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
+    acp = _alphas_cumprod().to(dev)
+    x_all, y_all = digits.load("train", size=spec["denoiser"]["sample_size"])
+    gen = torch.Generator().manual_seed(cfg.seed)
+    curve: list[dict[str, float]] = []
+    acc, t0 = 0.0, time.perf_counter()
+    for step in range(cfg.steps):
+        idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
+        x0, y = x_all[idx], y_all[idx].clone()
+        y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_drop] = NULL_CLASS
+        t = torch.randint(0, len(acp), (cfg.batch_size,), generator=gen)
+        noise = torch.randn(x0.shape, generator=gen)
+        x0, y, t, noise = x0.to(dev), y.to(dev), t.to(dev), noise.to(dev)
+        a = acp[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        loss = (eps_call(net, tokens, xt, t, y) - noise).square().mean()
+        for g in opt.param_groups:
+            g["lr"] = _lr(step, cfg)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for e, p in zip(ema, params, strict=True):
+                e.lerp_(p.detach(), 1 - decay)
+        acc += loss.item()
+        if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.steps:
+            n = (step % cfg.log_every) + 1
+            curve.append({"step": step + 1, "loss": acc / n, "elapsed_s": time.perf_counter() - t0})
+            acc = 0.0
+            if not quiet:
+                print(f"{name} step {step + 1}/{cfg.steps} loss {curve[-1]['loss']:.4f} {curve[-1]['elapsed_s']:.0f}s")
+    wall = time.perf_counter() - t0
+    with torch.no_grad():
+        for e, p in zip(ema, params, strict=True):
+            p.copy_(e)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {f"denoiser.{k}": v.detach().half().cpu().contiguous() for k, v in net.state_dict().items()}
+    if tokens is not None:
+        state.update({f"tokens.{k}": v.detach().half().cpu().contiguous() for k, v in tokens.state_dict().items()})
+    save_file(state, str(out / "model.safetensors"))
+    config = _config(name, spec)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    record = {
+        "model": name,
+        "seed": cfg.seed,
+        "train": cfg.__dict__,
+        "steps": cfg.steps,
+        "final_loss": curve[-1]["loss"],
+        "loss_curve": curve,
+        "wall_s": wall,
+        "threads": torch.get_num_threads(),
+        "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
+        "parameters": sum(p.numel() for p in params),
+        "weights_bytes": (out / "model.safetensors").stat().st_size,
+        "split": digits.split_record(),
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+def _build(name: str, spec: dict[str, Any]) -> tuple[nn.Module, nn.Module | None]:
+    from diffusers import DiTTransformer2DModel, UNet2DConditionModel
+
+    from bigain.models import ClassTokens
+
+    if spec is DIGITS_ARCH.get(name):
+        return build_digits(name)
+    if spec["family"] == "dit":
+        return DiTTransformer2DModel(**spec["denoiser"]), None
+    tok = spec["tokens"]
+    return UNet2DConditionModel(**spec["denoiser"]), ClassTokens(digits.NUM_CLASSES, tok["seq_len"], tok["dim"])
+
+
+def _alphas_cumprod() -> torch.Tensor:
+    s = DIGITS_SCHEDULE
+    betas = torch.linspace(s["beta_start"], s["beta_end"], s["num_train_timesteps"], dtype=torch.float64)
+    return torch.cumprod(1 - betas, 0).float()
+
+
+def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "family": spec["family"],
+        "denoiser": spec["denoiser"],
+        "tokens": spec.get("tokens"),
+        "schedule": DIGITS_SCHEDULE,
+        "classes": [str(i) for i in range(digits.NUM_CLASSES)],
+        "null_class": NULL_CLASS,
+        "resolution": spec["denoiser"]["sample_size"],
+        "weights_dtype": "float16",
+        "pixel_range": [-1, 1],
+    }
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m bigain.train", description=__doc__.split("\n\n")[0])
+    p.add_argument("model", choices=sorted(DIGITS_ARCH))
+    p.add_argument("--steps", type=int, default=None, help=f"default: {DEFAULT_STEPS}")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 lets both models train side by side)")
+    p.add_argument("--device", default="cpu", help="cpu (the documented setting) or cuda")
+    p.add_argument("--out", type=Path, default=None, help="output folder (default: assets/MODEL)")
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    from bigain.models import assets_dir
+
+    out = a.out or assets_dir() / a.model
+    cfg = TrainConfig(steps=a.steps or DEFAULT_STEPS[a.model], batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    rec = train(a.model, out, cfg, device=a.device)
+    print(f"{a.model}: {rec['steps']} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s']:.0f} s → {out}")
+    return rec
+
+
+if __name__ == "__main__":
+    main()

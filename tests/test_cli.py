@@ -1,0 +1,111 @@
+"""``python -m bigain`` subcommands (in-process), the training loop on a tiny config, and the
+digits evaluation on a few images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+
+from bigain import cli, digits, evaluate_digits
+from bigain.train import TrainConfig, train
+
+torch.set_num_threads(1)
+
+
+def test_generate_then_classify(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "seven.png"
+    rc = cli.main(["generate", "--model", "digits-dit", "-c", "7", "--method", "lgtm:ratio=0.7", "--steps", "3",
+                   "--upscale", "4", "--out", str(out), "--quiet"])  # fmt: skip
+    assert rc == 0 and Image.open(out).size == (64, 64)
+    assert "L-GTM r=0.7" in capsys.readouterr().out
+    js = tmp_path / "c.json"
+    rc = cli.main(["classify", str(out), "--model", "digits-unet", "--method", "iekvd", "--classes", "1,7",
+                   "--quiet", "--json", str(js)])  # fmt: skip
+    assert rc == 0
+    res = json.loads(js.read_text())[0]
+    assert res["prediction"] in {"1", "7"} and len(res["ranking"]) == 2 and res["n_evals"] == 20
+
+
+def test_several_images_and_adaptive_options(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "d.png"
+    assert cli.main(["generate", "-c", "3", "--num-images", "2", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    paths = [tmp_path / "d_0.png", tmp_path / "d_1.png"]
+    assert all(p.is_file() for p in paths)
+    rc = cli.main(["classify", *map(str, paths), "--n-pool", "4", "--n-samples", "2,4", "--to-keep", "3,1",
+                   "--quiet", "--top", "2"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and text.count("evaluations") == 2
+
+
+def test_errors_exit_2(capsys, tmp_path: Path) -> None:
+    assert cli.main(["generate", "--model", "nope", "-c", "3", "--quiet"]) == 2
+    assert "unknown model" in capsys.readouterr().err
+    bad = tmp_path / "bad.png"
+    bad.write_text("x")
+    assert cli.main(["classify", str(bad), "--quiet"]) == 2
+    assert cli.main(["generate", "-c", "3", "--method", "tome:ratio=2", "--quiet"]) == 2
+    with pytest.raises(SystemExit):
+        cli.main(["frobnicate"])
+
+
+def test_training_loop_smoke(tmp_path: Path) -> None:
+    arch = {
+        "family": "unet",
+        "denoiser": {
+            "sample_size": 8,
+            "in_channels": 1,
+            "out_channels": 1,
+            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+            "block_out_channels": [8, 8],
+            "layers_per_block": 1,
+            "cross_attention_dim": 8,
+            "attention_head_dim": 2,
+            "norm_num_groups": 4,
+        },
+        "tokens": {"seq_len": 2, "dim": 8},
+    }
+    rec = train("digits-unet", tmp_path, TrainConfig(steps=2, batch_size=4, log_every=1), arch=arch, quiet=True)
+    assert rec["steps"] == 2 and len(rec["loss_curve"]) == 2 and rec["split"]["n_test"] == 360
+    again = train("digits-unet", tmp_path / "b", TrainConfig(steps=2, batch_size=4, log_every=1), arch=arch, quiet=True)
+    assert again["loss_curve"][-1]["loss"] == rec["loss_curve"][-1]["loss"]  # deterministic from the seed
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    assert cfg["null_class"] == 10 and (tmp_path / "model.safetensors").is_file()
+
+
+def test_statistics() -> None:
+    lo, hi = evaluate_digits.wilson(90, 100)
+    assert 0.82 < lo < 0.83 and 0.94 < hi < 0.95
+    assert evaluate_digits.wilson(0, 0) == (0.0, 1.0)
+    t = evaluate_digits.mcnemar_exact([True, True, False, True], [False, False, False, True])
+    assert t == {"a_only": 2, "b_only": 0, "p": 0.5}
+    assert evaluate_digits.mcnemar_exact([True], [True])["p"] == 1.0
+
+
+def test_reference_classifier_and_feature_distances() -> None:
+    ref = digits.reference()
+    x, y = digits.load("test")
+    assert (ref.predict(x) == y.numpy()).mean() > 0.95
+    f = ref.features(x[:100])
+    assert f.shape == (100, 128)
+    assert digits.frechet_distance(f, f) == pytest.approx(0.0, abs=1e-3)
+    assert digits.logistic_baseline()["n"] == 360
+
+
+@pytest.mark.slow
+def test_eval_digits_small(tmp_path: Path) -> None:
+    rc = cli.main(["eval", "digits", "--models", "digits-dit", "--limit", "4", "--samples", "2", "--methods",
+                   "baseline", "tome-0.5", "lgtm-0.5", "--gen-methods", "baseline", "todo-2", "--out", str(tmp_path),
+                   "--quiet"])  # fmt: skip
+    assert rc == 0
+    res = json.loads((tmp_path / "digits-dit.json").read_text())
+    c = res["classification"]
+    assert set(c["methods"]) == {"baseline", "tome-0.5", "lgtm-0.5"} and len(c["images"]) == 4
+    assert "lgtm-0.5 vs tome-0.5" in c["paired"]
+    assert set(res["generation"]["methods"]) == {"baseline", "todo-2"}
+    assert (tmp_path / "digits-dit.md").read_text().startswith("# Digits replication")
+    assert (tmp_path / "digits-dit-samples.png").is_file()

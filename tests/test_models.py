@@ -1,0 +1,284 @@
+"""Model cards, loading (shipped digits weights, tiny hub-format pipelines saved to a temporary
+folder), the loaded-model interface and image input handling."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import bigain
+from bigain import digits
+from bigain.models import CARDS, LoadedModel, ModelUnavailable, load_model, to_model_image
+
+torch.set_num_threads(1)
+
+
+# ---- tiny hub-format pipelines (random weights, built from configs) --------------------------
+
+
+def _tokenizer():
+    from transformers import CLIPTokenizer
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+    chars = list(bytes_to_unicode().values())  # byte-level BPE with no merges: one token per byte
+    vocab = {c: i for i, c in enumerate(chars)}
+    vocab |= {c + "</w>": len(chars) + i for i, c in enumerate(chars)}
+    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+
+
+def _vae():
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        block_out_channels=(8, 8),
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=16,
+    )
+
+
+def save_tiny_sd(folder: Path) -> Path:
+    """A StableDiffusionPipeline (U-Net with attention at full resolution, 1-layer CLIP) → folder."""
+    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=8,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        block_out_channels=(8, 16),
+        layers_per_block=1,
+        cross_attention_dim=16,
+        attention_head_dim=2,
+        norm_num_groups=4,
+    )
+    tok = _tokenizer()
+    cfg = CLIPTextConfig(
+        vocab_size=len(tok),
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        max_position_embeddings=16,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
+    )
+    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
+    pipe = StableDiffusionPipeline(
+        unet=unet,
+        vae=_vae(),
+        text_encoder=CLIPTextModel(cfg),
+        tokenizer=tok,
+        scheduler=sched,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.save_pretrained(folder)
+    return folder
+
+
+def save_tiny_dit(folder: Path) -> Path:
+    """A DiTPipeline (3 blocks, learned σ, 4 classes) → folder, with an ImageNet-style id2label."""
+    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
+
+    torch.manual_seed(0)
+    net = DiTTransformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=4,
+        out_channels=8,
+        num_layers=3,
+        num_attention_heads=2,
+        attention_head_dim=8,
+        num_embeds_ada_norm=4,
+        norm_num_groups=4,
+    )
+    DiTPipeline(transformer=net, vae=_vae(), scheduler=DDIMScheduler()).save_pretrained(folder)
+    index = folder / "model_index.json"
+    data = json.loads(index.read_text())
+    data["id2label"] = {"0": "tench, Tinca tinca", "1": "goldfish", "2": "great white shark", "3": "tiger shark"}
+    index.write_text(json.dumps(data))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_sd(tmp_path_factory) -> LoadedModel:
+    return load_model(save_tiny_sd(tmp_path_factory.mktemp("hub") / "tiny-sd"), device="cpu")
+
+
+@pytest.fixture(scope="session")
+def tiny_dit(tmp_path_factory) -> LoadedModel:
+    return load_model(save_tiny_dit(tmp_path_factory.mktemp("hub") / "tiny-dit"), device="cpu")
+
+
+# ---- embedded models -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["digits-dit", "digits-unet"])
+def test_shipped_digits_models(name: str) -> None:
+    m = load_model(name)
+    assert m is load_model(name, device="cpu", dtype="float32")  # cached
+    assert m.card.source == "embedded" and m.classes == [str(i) for i in range(10)]
+    assert m.resolution == m.latent_size == 16 and m.image_channels == 1
+    assert bigain.is_patched(m)
+    folder = Path(bigain.models.assets_dir()) / name
+    assert (folder / "model.safetensors").stat().st_size <= 10 * 2**20
+    rec = json.loads((folder / "training.json").read_text())
+    assert rec["split"]["n_test"] == 360 and rec["steps"] > 0 and rec["loss_curve"]
+    x = torch.zeros(3, 1, 16, 16)
+    eps = m.eps(x, torch.tensor([10, 500, 900]), m.condition([0, "7", 3]))
+    assert eps.shape == x.shape and torch.isfinite(eps).all()
+    assert torch.equal(m.encode(x), x) and torch.equal(m.decode(x), x)
+    assert m.null_condition(2).keys() == m.condition([1, 2]).keys()
+
+
+def test_digits_dit_default_blocks() -> None:
+    m = load_model("digits-dit")
+    assert m.card.blocks == (1, 2, 3)
+    names = bigain.compressed_blocks(m, bigain.ToMe(ratio=0.5))
+    assert len(names) == 3 and not any(n.startswith("transformer_blocks.0.") for n in names)
+
+
+def test_digits_unet_compresses_its_top_level() -> None:
+    m = load_model("digits-unet")
+    names = bigain.compressed_blocks(m, bigain.LGTM())  # max_downsample=1 → the 16×16 level
+    assert names and all(n.startswith(("down_blocks.0.", "up_blocks.2.")) for n in names)
+
+
+def test_split_is_fixed_and_disjoint() -> None:
+    s = digits.split()
+    assert len(s.train) == 1437 and len(s.test) == 360
+    assert not set(s.train) & set(s.test)
+    x, y = digits.load("test")
+    assert x.shape == (360, 1, 16, 16) and x.min() >= -1 and x.max() <= 1
+    assert np.bincount(y.numpy()).min() >= 35  # stratified
+
+
+def test_class_resolution_and_errors() -> None:
+    m = load_model("digits-dit")
+    assert m.class_id(7) == m.class_id("7") == 7
+    with pytest.raises(ValueError, match="unknown class"):
+        m.class_id("cat")
+    with pytest.raises(ValueError, match="out of range"):
+        m.class_id(10)
+    with pytest.raises(TypeError):
+        m.class_id(2.5)
+    with pytest.raises(ValueError):
+        m.condition([])
+
+
+def test_unknown_and_missing_models(tmp_path: Path, monkeypatch) -> None:
+    with pytest.raises(ValueError, match="unknown model"):
+        load_model("no-such-model")
+    with pytest.raises(ModelUnavailable, match=r"model_index\.json"):
+        load_model(tmp_path)
+    with pytest.raises(TypeError):
+        load_model(3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="dtype"):
+        load_model("digits-dit", dtype="int8")
+    monkeypatch.setenv("BIGAIN_ASSETS", str(tmp_path))
+    bigain.models._load_cached.cache_clear()
+    try:
+        with pytest.raises(ModelUnavailable, match=r"python -m bigain\.train digits-unet"):
+            load_model("digits-unet")
+    finally:
+        bigain.models._load_cached.cache_clear()
+
+
+def test_hub_model_missing_offline(tmp_path: Path, monkeypatch) -> None:
+    """No network and an empty cache: one clear sentence saying how to get the weights."""
+    import huggingface_hub.constants as hc
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(ModelUnavailable, match="huggingface-cli download facebook/DiT-XL-2-256") as err:
+        load_model("dit-xl-2-256", device="cpu")
+    assert isinstance(err.value, OSError) and "\n" not in str(err.value)
+
+
+def test_cards() -> None:
+    assert set(CARDS) == {"digits-dit", "digits-unet", "sd2-base", "dit-xl-2-256", "dit-xl-2-512"}
+    assert CARDS["sd2-base"].sampler == "euler" and CARDS["sd2-base"].prompt_template == "a photo of a {}."
+    assert CARDS["dit-xl-2-512"].resolution == 512 and CARDS["dit-xl-2-256"].protocol["n_samples"] == (5, 20)
+
+
+# ---- tiny hub-format pipelines ---------------------------------------------------------------
+
+
+def test_tiny_sd_loads_through_the_same_code(tiny_sd: LoadedModel) -> None:
+    m = tiny_sd
+    assert m.card.family == "unet" and m.card.conditioning == "prompts" and m.classes is None
+    assert m.card.source == "local" and m.resolution == 16 and m.latent_size == 8
+    img = m.preprocess(Image.new("RGB", (40, 24), (200, 10, 10)))
+    assert img.shape == (1, 3, 16, 16)
+    z = m.encode(img)
+    assert z.shape == (1, 4, 8, 8)
+    assert m.decode(z).shape == (1, 3, 16, 16)
+    cond = m.condition(["a cat", "a dog"])
+    assert cond["encoder_hidden_states"].shape == (2, 16, 16)
+    assert m.eps(z.expand(2, -1, -1, -1), 500, cond).shape == (2, 4, 8, 8)
+    with pytest.raises(TypeError):
+        m.condition([3])
+    assert type(m.scheduler()).__name__ == "EulerDiscreteScheduler"
+    assert m.scheduler() is not m.scheduler()  # a fresh copy per call
+
+
+def test_tiny_dit_labels_and_learned_sigma(tiny_dit: LoadedModel) -> None:
+    m = tiny_dit
+    assert m.card.family == "dit" and m.classes[1] == "goldfish" and m.null_label == 4
+    assert m.class_id("Tinca tinca") == 0 and m.class_id("GOLDFISH") == 1
+    z = torch.randn(2, 4, 8, 8)
+    assert m.eps(z, torch.tensor([3, 999]), m.condition([0, 3])).shape == (2, 4, 8, 8)  # σ channels dropped
+    assert type(m.scheduler()).__name__ == "DDIMScheduler"
+
+
+# ---- image input -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "I;16", "I", "F", "1"])
+def test_preprocess_any_pil_mode(mode: str) -> None:
+    base = Image.new("RGB", (30, 20), (255, 255, 255))
+    base.paste((0, 0, 0), (10, 5, 20, 15))  # a dark mark on white
+    img = base.convert(mode)
+    for size, channels, dig in ((16, 1, True), (32, 3, False)):
+        x = to_model_image(img, size, channels, digits=dig)
+        assert x.shape == (1, channels, size, size) and x.dtype == torch.float32
+        assert x.min() >= -1 and x.max() <= 1 and torch.isfinite(x).all()
+    # digits: dark ink on white is inverted to light ink on dark
+    x = to_model_image(base, 16, 1, digits=True)
+    assert x[0, 0, 8, 8] > x[0, 0, 0, 0]
+
+
+def test_preprocess_arrays_paths_and_errors(tmp_path: Path) -> None:
+    arr = (np.random.default_rng(0).random((12, 9)) * 255).astype(np.uint8)
+    assert to_model_image(arr, 16, 1, digits=True).shape == (1, 1, 16, 16)
+    assert to_model_image(arr.astype(np.float32) / 255, 16, 3).shape == (1, 3, 16, 16)
+    assert to_model_image(np.zeros((5, 5, 4), np.uint8), 8, 3).shape == (1, 3, 8, 8)
+    path = tmp_path / "x.png"
+    Image.fromarray(arr).save(path)
+    assert to_model_image(str(path), 16, 1).shape == (1, 1, 16, 16)
+    assert to_model_image(path, 16, 1).shape == (1, 1, 16, 16)
+    with pytest.raises(ValueError, match="no image file"):
+        to_model_image(tmp_path / "missing.png", 16, 1)
+    (tmp_path / "bad.png").write_text("not an image")
+    with pytest.raises(ValueError, match="not an image"):
+        to_model_image(tmp_path / "bad.png", 16, 1)
+    with pytest.raises(TypeError):
+        to_model_image(12, 16, 1)
+    with pytest.raises(ValueError):
+        to_model_image(np.zeros((2, 3, 4, 5)), 16, 1)
+    with pytest.raises(ValueError, match="NaN"):
+        to_model_image(np.full((4, 4), np.nan), 16, 1)
