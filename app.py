@@ -446,6 +446,21 @@ def _sampling() -> tuple[Any, Any, Any]:
     return seed, steps, guidance
 
 
+def _pixel_gallery(label: str, elem_id: str) -> gr.Gallery:
+    """A row of lossless (PNG) images, enlarged without smoothing."""
+    return gr.Gallery(
+        label=label,
+        show_label=False,
+        format="png",
+        columns=5,
+        height=220,
+        object_fit="contain",
+        fit_columns=False,
+        elem_id=elem_id,
+        elem_classes=["pixelated", "fit"],
+    )
+
+
 def build_demo() -> gr.Blocks:
     examples = explain.digit_examples()
     with gr.Blocks(title="BiGain: token compression that keeps generation and classification") as demo:
@@ -464,29 +479,9 @@ def build_demo() -> gr.Blocks:
                         elem_id="gen-summary",
                     )
                     gr.Markdown("#### Generated: same seed, same starting noise (caption: speed-up over the baseline)")
-                    g_gallery = gr.Gallery(
-                        label="Generated",
-                        show_label=False,
-                        format="png",
-                        columns=5,
-                        height=220,
-                        object_fit="contain",
-                        fit_columns=False,
-                        elem_id="gen-gallery",
-                        elem_classes=["pixelated", "fit"],
-                    )
+                    g_gallery = _pixel_gallery("Generated", "gen-gallery")
                     gr.Markdown("#### Difference from the baseline (black = identical, bright = changed)")
-                    g_diff = gr.Gallery(
-                        label="Difference from the baseline",
-                        show_label=False,
-                        format="png",
-                        columns=5,
-                        height=220,
-                        object_fit="contain",
-                        fit_columns=False,
-                        elem_id="gen-diff",
-                        elem_classes=["pixelated", "fit"],
-                    )
+                    g_diff = _pixel_gallery("Difference from the baseline", "gen-diff")
                     g_table = gr.Dataframe(label="Cost, measured in this run", elem_id="gen-table", wrap=True)
                     g_plot = gr.Plot(show_label=False, format="png")
             g_model.change(on_model, g_model, [g_cond, g_steps, g_guid], api_visibility="undocumented")

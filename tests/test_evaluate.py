@@ -257,24 +257,18 @@ def test_single_run_writes_json_and_paper_table(single: Path) -> None:
     assert "| Dataset | Method | Acc@1 ↑ (%) | 95% CI | FID ↓ |" in md and "| digits-test | lgtm:ratio=0.5 |" in md
 
 
+def _subset_args(model: str, out: Path) -> list[str]:
+    """The classify command both slow tests compare with the single-process run."""
+    args = ["classify", "--model", model, "--dataset", "digits", "--subset", "8", *METHODS, *PROTOCOL]
+    return [*args, "--out", str(out)]
+
+
 @pytest.mark.slow
 def test_two_accelerate_processes_give_the_single_process_result(model: str, single: Path, tmp_path: Path) -> None:
     out = tmp_path / "two"
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
     launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "bigain.evaluate"]
-    args = [
-        "classify",
-        "--model",
-        model,
-        "--dataset",
-        "digits",
-        "--subset",
-        "8",
-        *METHODS,
-        *PROTOCOL,
-        "--out",
-        str(out),
-    ]
+    args = _subset_args(model, out)
     proc = subprocess.run(launch + args, env=ENV, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stderr[-3000:]
     shards = sorted(p.name for p in (out / "shards").iterdir())
@@ -289,19 +283,7 @@ def test_two_accelerate_processes_give_the_single_process_result(model: str, sin
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_table(model: str, single: Path, tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    args = [
-        "classify",
-        "--model",
-        model,
-        "--dataset",
-        "digits",
-        "--subset",
-        "8",
-        *METHODS,
-        *PROTOCOL,
-        "--out",
-        str(out),
-    ]
+    args = _subset_args(model, out)
     proc = subprocess.Popen(_cli(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     shard = store.shard_path(out, "classify", 0)
     deadline = time.monotonic() + 240
