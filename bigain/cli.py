@@ -92,9 +92,41 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--out", type=Path, default=None, help="output folder (default: assets/eval)")
     e.add_argument("--quiet", action="store_true")
 
+    i = sub.add_parser("inside", help="picture of what a method did at one step and block (the app's Look inside)")
+    _model_args(i)
+    i.add_argument("--condition", "-c", required=True, help="class id or name, or a prompt (SD)")
+    i.add_argument("--step", type=int, default=0, help="denoiser call index (0 = the noisiest step)")
+    i.add_argument("--block", default=None, help="block name (default: the first compressed block)")
+    i.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model card's)")
+    i.add_argument("--out", type=Path, default=Path("inside.png"), help="output PNG")
+
     b = sub.add_parser("bench", help="benchmarks (python -m bigain.bench)", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
+
+
+def _inside(a: argparse.Namespace) -> int:
+    """Record one generation and save the gate / merge / KV figures of one (step, block) side by side."""
+    from PIL import Image
+
+    from bigain import explain, viz
+    from bigain.methods import parse_method
+    from bigain.models import load_model
+
+    model = load_model(a.model, device=a.device, dtype=a.dtype)
+    method = parse_method(a.method or "lgtm")
+    inside = explain.record_generation(model, a.condition, method, seed=a.seed, steps=a.steps)
+    figs = [f for f in explain.inside_figures(inside, a.step, a.block, seed=a.seed)[:3] if f is not None]
+    images = [viz.figure_to_image(f) for f in figs]
+    sheet = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)), "white")
+    x = 0
+    for im in images:
+        sheet.paste(im, (x, 0))
+        x += im.width
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(a.out)
+    print(f"{method.label()}, step {a.step}, block {a.block or inside.blocks[0]} → {a.out}")
+    return 0
 
 
 def _generate(a: argparse.Namespace) -> int:
@@ -262,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
             return _generate(a)
         if a.command == "classify":
             return _classify(a)
+        if a.command == "inside":
+            return _inside(a)
         return _eval(a, argv)
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -109,3 +109,16 @@ def test_eval_digits_small(tmp_path: Path) -> None:
     assert set(res["generation"]["methods"]) == {"baseline", "todo-2"}
     assert (tmp_path / "digits-dit.md").read_text().startswith("# Digits replication")
     assert (tmp_path / "digits-dit-samples.png").is_file()
+
+
+def test_inside_writes_the_look_inside_picture(tmp_path: Path) -> None:
+    from PIL import Image
+
+    from bigain.cli import main
+
+    out = tmp_path / "inside.png"
+    args = ["inside", "--model", "digits-dit", "--condition", "3", "--method", "lgtm", "--steps", "4", "--step", "1"]
+    assert main([*args, "--out", str(out)]) == 0
+    sheet = Image.open(out)
+    assert sheet.width > sheet.height > 100  # gate and merge figures side by side
+    assert main(["inside", "--model", "digits-dit", "--condition", "3", "--method", "baseline", "--steps", "2"]) == 2
