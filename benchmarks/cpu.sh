@@ -1,17 +1,38 @@
 #!/usr/bin/env bash
 # The CPU benchmarks recorded in BENCHMARKS.md (fp32, random weights, one thread so that other
 # processes on a shared machine stall us as little as possible; expect about an hour on 2 cores).
-# Results: assets/bench/{ops-cpu-4096,speed-sd2-base-cpu-512,speed-sd2-base-cpu-768}.{json,md,png}
+# Results: assets/bench/{ops-cpu-4096,speed-sd2-base-cpu-512,speed-sd2-base-cpu-768,layer-sd2-base-cpu,
+# speed-digits-*-cpu}.{json,md,png}; then BENCHMARKS.md. (The last two parts take about 15 minutes.)
+# On a quiet machine: THREADS=2 SUFFIX=-2threads ONLY=core benchmarks/cpu.sh (ops and SD 2 at 512 px; the
+# 768-px run is skipped unless ROUNDS_768 is set).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 T=${THREADS:-1}
 OUT=${OUT:-assets/bench}
+X=${SUFFIX:-}
 M="baseline tome:ratio=0.7 lgtm:ratio=0.7 todo iekvd"
 $PY -m bigain.bench ops --tokens 4096 --channels 320 --batch 2 --ratio 0.7 --rounds 30 --warmup 3 --threads "$T" \
-  --out "$OUT/ops-cpu-4096"
+  --out "$OUT/ops-cpu-4096$X"
 $PY -m bigain.bench speed --model sd2-base --random-weights --res 512 --batch 2 --methods $M \
-  --rounds "${ROUNDS_512:-8}" --warmup 1 --threads "$T" --out "$OUT/speed-sd2-base-cpu-512"
-$PY -m bigain.bench speed --model sd2-base --random-weights --res 768 --batch 2 --methods $M \
-  --rounds "${ROUNDS_768:-4}" --warmup 1 --threads "$T" --out "$OUT/speed-sd2-base-cpu-768"
+  --rounds "${ROUNDS_512:-8}" --warmup 1 --threads "$T" --out "$OUT/speed-sd2-base-cpu-512$X"
+if [ -z "$X" ] || [ -n "${ROUNDS_768:-}" ]; then
+  $PY -m bigain.bench speed --model sd2-base --random-weights --res 768 --batch 2 --methods $M \
+    --rounds "${ROUNDS_768:-4}" --warmup 1 --threads "$T" --out "$OUT/speed-sd2-base-cpu-768$X"
+fi
+if [ "${ONLY:-all}" = core ]; then
+  $PY -m bigain.bench report assets/bench --md BENCHMARKS.md
+  exit 0
+fi
+# the first compressed layer alone: the A/B of the merge implementations without the rest of the U-Net's noise
+$PY -m bigain.bench speed --model sd2-base --random-weights --job layer --res 512 768 --batch 2 --methods $M \
+  --rounds 15 --warmup 2 --threads "$T" --out "$OUT/layer-sd2-base-cpu$X"
+# the embedded digits models at the classification batch, with the evaluation's methods (accuracy vs speed-up plot)
+E="baseline tome:ratio=0.3 tome:ratio=0.5 tome:ratio=0.7 lgtm:ratio=0.3 lgtm:ratio=0.5 lgtm:ratio=0.7 todo"
+for m in digits-dit digits-unet; do
+  if [ -f "assets/$m/model.safetensors" ]; then
+    $PY -m bigain.bench speed --model "$m" --batch 128 --methods $E iekvd:alpha=0 iekvd "iekvd:alpha=0.8;alpha_end=1.2" \
+      --no-tomesd --rounds 15 --warmup 2 --threads "$T" --out "$OUT/speed-$m-cpu$X"
+  fi
+done
 $PY -m bigain.bench report assets/bench --md BENCHMARKS.md

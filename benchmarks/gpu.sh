@@ -63,6 +63,8 @@ else
     --rounds "${ROUNDS:-20}" --warmup 5 --methods $M --out "$RES/speed-sd2-base-fp16"
   step $B speed --model dit-xl-2-512 --random-weights --device cuda --dtype fp16 --batch 2 \
     --rounds "${ROUNDS:-20}" --warmup 5 --methods $M --out "$RES/speed-dit-xl-2-512-fp16"
+  step $B speed --model sd2-base --random-weights --device cuda --dtype fp16 --job layer --res 512 768 --batch 2 \
+    --rounds 30 --warmup 5 --methods baseline tome:ratio=0.7 lgtm:ratio=0.7 todo iekvd --out "$RES/layer-sd2-base-fp16"
   if [ "${QUICK:-0}" = 1 ]; then echo "== QUICK=1: skipping the extra ops and vanilla-attention runs"; else
   step $B ops --device cuda --dtype fp16 --tokens 9216 --channels 320 --batch 2 --rounds 30 --warmup 5 \
     --out "$RES/ops-fp16-9216"

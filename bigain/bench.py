@@ -536,6 +536,8 @@ def _speed_setting(
             raise ValueError("--job generate needs real weights (drop --random-weights)")
         return _generate_setting(args, loaded, variants, batch, device)
     inputs = make_inputs(spec, net, res, batch, device, dtype, args.seed)
+    if args.job == "layer":
+        return _layer_setting(args, spec, net, variants, inputs, res, batch, device)
 
     def call() -> Any:
         return denoiser_call(net, inputs)
@@ -610,6 +612,55 @@ def _blocks_of(v: Variant, net: torch.nn.Module) -> list[str]:
 
         return patch.compressed_blocks(net, ToMe())
     return patch.compressed_blocks(net, v.method) if v.method.compresses else []
+
+
+def _layer_setting(
+    args: argparse.Namespace,
+    spec: ModelSpec,
+    net: torch.nn.Module,
+    variants: list[Variant],
+    inputs: dict[str, Any],
+    res: int,
+    batch: int,
+    device: torch.device,
+) -> dict[str, Any]:
+    """One compressed transformer layer alone (its inputs captured from one baseline call), every
+    variant interleaved as in ``speed``: the A/B of the merge implementations without the rest of
+    the network's time and noise."""
+    from bigain.methods import ToMe
+
+    name = patch.compressed_blocks(net, ToMe())[0]
+    block = net.get_submodule(name)
+    captured: dict[str, Any] = {}
+    hook = block.register_forward_pre_hook(lambda m, a, kw: captured.update(args=a, kwargs=dict(kw)), with_kwargs=True)
+    patch.apply(net, Baseline())
+    try:
+        denoiser_call(net, inputs)
+    finally:
+        hook.remove()
+    local = patch._state(net).local
+    hw, t = local.hw, local.t
+
+    def run(v: Variant) -> Any:
+        with v.active(net):
+            if v.method is None:
+                net._tome_info["size"] = hw  # what tomesd's model hook would have stored
+            else:  # what bigain's model hook would have stored
+                st = patch._state(net)
+                st.local.hw, st.local.t, st.local.block_input = hw, t, {}
+            patch.seed(net, args.seed)
+            with torch.inference_mode():
+                return block(*captured["args"], **captured["kwargs"])
+
+    n_tokens = int(captured["args"][0].shape[1] if captured["args"] else captured["kwargs"]["hidden_states"].shape[1])
+    setting: dict[str, Any] = {"res": res, "batch": batch, "tokens": n_tokens, "layer": name, "profiles": {}}
+    times = time_interleaved(variants, run, device, args.rounds, args.warmup)
+    base_key = next(v.key for v in variants if v.method is not None and v.method.name == "baseline")
+    flops_cache: dict[str, int] = {}
+    setting["results"] = [_variant_row(args, v, net, times, base_key, run, device, flops_cache, {}) for v in variants]
+    for row in setting["results"]:
+        log(f"  {row['label']:28s} min {row['min_s'] * 1e3:9.2f} ms  ×{row['speedup']:.3f}")
+    return setting
 
 
 def _generate_setting(
@@ -844,7 +895,12 @@ def speed_markdown(res: dict[str, Any]) -> str:
 
 def _setting_markdown(res: dict[str, Any], s: dict[str, Any]) -> str:
     prof = next(iter(s["profiles"].values()), None)
-    what = f"whole generation, {s['steps']} steps" if s.get("steps") else f"{s['tokens']} tokens per compressed layer"
+    if s.get("steps"):
+        what = f"whole generation, {s['steps']} steps"
+    elif s.get("layer"):
+        what = f"one compressed layer alone, `{s['layer']}`, {s['tokens']} tokens"
+    else:
+        what = f"{s['tokens']} tokens per compressed layer"
     lines = [f"**{s['res']} px, batch {s['batch']}** ({what})"]
     if prof:
         lines[0] += (
@@ -906,6 +962,8 @@ def _ours_vs_tomesd(res: dict[str, Any]) -> dict[str, float]:
         return {}
     out = {}
     for key, r in rows.items():
+        if key == "similarity GEMM + row max":
+            out["similarity GEMM"] = statistics.median(a / b for a, b in zip(r["times_s"], ref["times_s"], strict=True))
         if "(ours)" in key:
             paired = [a / b for a, b in zip(r["times_s"], ref["times_s"], strict=True)]
             out[key.replace(" build + merge + unmerge (ours)", "")] = statistics.median(paired)
@@ -1127,16 +1185,23 @@ def summary_markdown(results: Sequence[dict[str, Any]]) -> str:
                 continue
             ts, kv = _row_of(st, "tomesd"), _row_of(st, "iekvd", path="triton") or _row_of(st, "iekvd")
             ceil = lg.get("ceiling")
+            job = " (one layer)" if st.get("layer") else ""
             lines.append(
-                f"| {res['model']} {st['res']} px b{st['batch']} {res['dtype']} | {res['device_name']} | "
+                f"| {res['model']} {st['res']} px b{st['batch']} {res['dtype']}{job} | {res['device_name']} | "
                 f"{_fmt(ceil)} | ×{lg['speedup']:.3f} ({lg['path']}) | {_pct(lg.get('of_ceiling'))} | "
                 f"{_yes(None if ceil is None else lg['of_ceiling'] >= 0.95)} | "
                 f"{_times(ts)} | "
                 f"{_yes(None if ts is None else lg['speedup'] >= ts['speedup'])} | "
                 f"{_times(kv)} |"
             )
-    lines += ["", "Operator cost per layer (build + merge + unmerge), ours / tomesd, paired medians:", ""]
-    lines += ["| Setting | device | ToMe | L-GTM | ≤ 0.5? |", "|---|---|---:|---:|---|"]
+    lines += [
+        "",
+        "Operator cost per layer (build + merge + unmerge), ours / tomesd, paired medians; the last column is the "
+        "src×dst similarity product + row max alone, which both implementations must compute (a floor for an "
+        "exact merge):",
+        "",
+    ]
+    lines += ["| Setting | device | ToMe | L-GTM | ≤ 0.5? | similarity GEMM alone |", "|---|---|---:|---:|---|---:|"]
     for res in (r for r in results if r["kind"] == "ops"):
         ratios = _ours_vs_tomesd(res)
         if not ratios:
@@ -1146,7 +1211,7 @@ def summary_markdown(results: Sequence[dict[str, Any]]) -> str:
         best = min(v for v in (tome, lgtm) if v is not None)
         lines.append(
             f"| {res['tokens']} tokens × {res['channels']}, b{res['batch']}, {res['dtype']} | {res['device_name']} | "
-            f"{_fmt(tome)} | {_fmt(lgtm)} | {_yes(best <= 0.5)} |"
+            f"{_fmt(tome)} | {_fmt(lgtm)} | {_yes(best <= 0.5)} | {_fmt(ratios.get('similarity GEMM'))} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -1180,7 +1245,12 @@ def _parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", nargs="+", default=["baseline", "tome:ratio=0.7", "lgtm:ratio=0.7", "todo", "iekvd"])
     sp.add_argument("--rounds", type=int, default=5)
     sp.add_argument("--warmup", type=int, default=1)
-    sp.add_argument("--job", choices=["call", "generate"], default="call")
+    sp.add_argument(
+        "--job",
+        choices=["call", "layer", "generate"],
+        default="call",
+        help="call: one denoiser call; layer: the first compressed transformer layer alone; generate: a generation",
+    )
     sp.add_argument("--steps", type=int, default=10, help="--job generate: steps per generation")
     sp.add_argument("--attn", choices=["sdpa", "vanilla"], default="sdpa")
     sp.add_argument("--no-tomesd", action="store_true", help="do not add tomesd at the ToMe/L-GTM ratios")

@@ -126,6 +126,16 @@ def test_speed_cli_writes_json_markdown_and_plot(tmp_path) -> None:
     assert out.with_suffix(".md").read_text().count("| L-GTM r=0.5 |") == 1 and out.with_suffix(".png").exists()
 
 
+def test_layer_job_times_one_compressed_layer(tmp_path) -> None:
+    out = tmp_path / "layer"
+    args = ["speed", "--model", "digits-unet", "--random-weights", "--job", "layer", "--rounds", "2", "--threads", "1"]
+    assert bench.main([*args, "--methods", "lgtm:ratio=0.5", "--no-flops", "--out", str(out)]) == 0
+    (setting,) = json.loads(out.with_suffix(".json").read_text())["settings"]
+    assert setting["layer"].endswith("transformer_blocks.0") and setting["tokens"] == 256
+    assert [r["label"] for r in setting["results"]] == ["Baseline", "L-GTM r=0.5", "tomesd r=0.5"]
+    assert "one compressed layer alone" in out.with_suffix(".md").read_text()
+
+
 def test_ops_cli_and_report(tmp_path) -> None:
     out = tmp_path / "ops"
     args = ["ops", "--tokens", "64", "--channels", "16", "--rounds", "2", "--warmup", "1", "--threads", "1"]

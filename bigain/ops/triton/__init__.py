@@ -30,6 +30,8 @@ from bigain.ops.laplacian import NORMS, laplacian_score
 from bigain.ops.merge import destination_slots
 
 ENV_DISABLE = "BIGAIN_DISABLE_TRITON"
+#: Messages of launch failures that mean "Triton cannot run here" (not a bug in a kernel).
+DRIVER_ERRORS = ("active driver", "libcuda", "driver version", "no cuda gpus", "cuda driver")
 DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 _state: dict[str, Any] = {"kernels": None, "tried": False, "broken": False}
@@ -64,7 +66,7 @@ def _guarded(fused: Callable[[], T], fallback: Callable[[], T]) -> T:
     try:
         return fused()
     except RuntimeError as err:
-        if "active driver" not in str(err) and "driver" not in str(err).lower():
+        if not any(k in str(err).lower() for k in DRIVER_ERRORS):
             raise
         _state["broken"] = True
         warnings.warn(f"bigain: Triton launch failed, using torch from now on ({err})", RuntimeWarning, stacklevel=3)
