@@ -123,6 +123,12 @@ class _State:
         self.users = 0
         self.lock = threading.Lock()
 
+    def __deepcopy__(self, memo: dict) -> _State:
+        raise TypeError("bigain: call bigain.remove(model) before copying a patched model, then patch the copy")
+
+    def __reduce_ex__(self, protocol: Any) -> Any:
+        raise TypeError("bigain: call bigain.remove(model) before pickling a patched model")
+
     # ---- which method, where --------------------------------------------------------------
     def method(self) -> Method:
         return self.override.get() or self.default

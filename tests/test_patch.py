@@ -239,3 +239,11 @@ def test_seed_makes_random_tome_deterministic(unet, unet_inputs) -> None:
         bigain.seed(unet, 123)
         outs.append(run_unet(unet, unet_inputs))
     assert torch.equal(outs[0], outs[1])
+
+
+def test_copying_a_patched_model_says_what_to_do(unet) -> None:
+    bigain.apply(unet, ToMe())
+    with pytest.raises(TypeError, match="remove"):
+        copy.deepcopy(unet)
+    bigain.remove(unet)
+    copy.deepcopy(unet)  # fine once unpatched
