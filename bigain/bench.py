@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from bigain import patch
 from bigain.methods import Baseline, Method, parse_method
 from bigain.ops import triton as fused
+from bigain.pipelines.generate import sync
 
 # ---- published architectures (diffusers constructor arguments) -----------------------------
 
@@ -175,11 +176,6 @@ def denoiser_call(net: torch.nn.Module, inputs: dict[str, Any]) -> torch.Tensor:
         if "enc" in inputs:
             return net(inputs["sample"], inputs["timestep"], encoder_hidden_states=inputs["enc"], return_dict=False)[0]
         return net(inputs["sample"], timestep=inputs["timestep"], class_labels=inputs["labels"], return_dict=False)[0]
-
-
-def sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def set_attention(net: torch.nn.Module, kind: str) -> None:

@@ -31,6 +31,7 @@ import torch
 from PIL import Image
 
 from bigain import digits
+from bigain.evaluate.report import wilson
 from bigain.methods import Method, parse_method
 from bigain.models import assets_dir, load_model
 from bigain.pipelines.classify import Protocol, classify
@@ -53,18 +54,6 @@ PAIRS: list[tuple[str, str]] = [
     *[(f"lgtm-{r}", f"tome-{r}") for r in (0.3, 0.5, 0.7)],
     *[(k, "todo-2") for k in ("iekvd-2-a0", "iekvd-2-a0.9", "iekvd-2-a0.8-1.2")],
 ]
-Z95 = 1.959963984540054
-
-
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score 95% interval of k successes in n trials, as fractions."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    d = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / d
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / d
-    return max(0.0, c - h), min(1.0, c + h)
 
 
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict[str, Any]:

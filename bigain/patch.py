@@ -116,7 +116,8 @@ class _State:
         self.local = threading.local()
         self.originals: dict[torch.nn.Module, Any] = {}
         self.hooks: list[Any] = []
-        self.targets = [t for t, _ in _targets(model, family)]
+        self.found = _targets(model, family)  # (target, block) pairs, discovered once
+        self.targets = [t for t, _ in self.found]
         n_blocks = max(t.index for t in self.targets) + 1
         self.default_blocks = blocks if blocks is not None else tuple(b for b in PAPER_DIT_BLOCKS if b < n_blocks)
         self.n_blocks = n_blocks
@@ -245,7 +246,7 @@ def _block_hook(state: _State, name: str):
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:
     state = _State(model, _family(model), blocks)
     state.hooks.append(model.register_forward_pre_hook(_model_hook(state), with_kwargs=True))
-    for target, block in _targets(model, state.family):
+    for target, block in state.found:
         state.originals[block.attn1] = block.attn1.processor
         block.attn1.set_processor(BigainProcessor(state, target, block.attn1.processor))
         if state.family == "unet":  # SD merges on the block input (pre-norm residual stream)

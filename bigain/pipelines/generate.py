@@ -62,7 +62,8 @@ def resolve_method(method: Method | str | None) -> Method:
     raise TypeError(f"method must be a bigain Method, a spec string or None, got {type(method).__name__}")
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for queued CUDA work, so wall-clock timings cover it (no-op elsewhere)."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -74,10 +75,10 @@ class Timer:
         self.device, self.total, self.calls = device, 0.0, 0
 
     def eps(self, model: LoadedModel, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        _sync(self.device)
+        sync(self.device)
         t0 = time.perf_counter()
         out = model.eps(x, t, cond)
-        _sync(self.device)
+        sync(self.device)
         self.total += time.perf_counter() - t0
         self.calls += 1
         return out
@@ -143,7 +144,7 @@ def generate(
             if progress is not None:
                 progress((i + 1) / len(sched.timesteps), f"{meth.label()}: step {i + 1}/{len(sched.timesteps)}")
     images = model.decode(latents)
-    _sync(model.device)
+    sync(model.device)
     array = ((images + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1).cpu().numpy().astype(np.float32)
     return GenerationResult(
         images=[_to_pil(a) for a in array],
