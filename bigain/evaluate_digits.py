@@ -117,6 +117,52 @@ def eval_classification(model, methods, limit: int | None, progress) -> dict[str
     return out
 
 
+#: Timesteps at which :func:`sensitivity` compares denoiser outputs.
+SENSITIVITY_TIMESTEPS: tuple[int, ...] = (100, 300, 500, 700, 900)
+
+
+@torch.no_grad()
+def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, Any]:
+    """How far each method moves the denoiser's ε, next to how far the class moves it: a cheap
+    predictor of whether compression can change the diffusion classifier's answers.
+
+    On the first ``n_images`` test images, noised at :data:`SENSITIVITY_TIMESTEPS` (one noise draw
+    each, seeded), reports mean ‖ε_method − ε‖² / ‖ε − noise‖² (ε: the uncompressed prediction for
+    the true class) per method, plus two references: ``class`` (the same ratio for the next class's
+    ε, the signal the classifier ranks on) and ``no self-attention`` (every self-attention output
+    zeroed: the most any token compression of self-attention could change)."""
+    from bigain import patch
+
+    x, y = digits.load("test")
+    z, labels = model.encode(x[:n_images]), [int(c) for c in y[:n_images]]
+    cond, other = model.condition(labels), model.condition([(c + 1) % 10 for c in labels])
+    gen = torch.Generator().manual_seed(seed)
+    blocks = [m.attn1 for m in model.denoiser.modules() if type(m).__name__ == "BasicTransformerBlock"]
+    sums: dict[str, float] = {}
+
+    def add(key: str, eps: torch.Tensor, base: torch.Tensor, err: torch.Tensor) -> None:
+        sums[key] = sums.get(key, 0.0) + ((eps - base).square().mean() / err).item() / len(SENSITIVITY_TIMESTEPS)
+
+    for t in SENSITIVITY_TIMESTEPS:
+        noise = torch.randn(z.shape, generator=gen).to(z)
+        a = model.alphas_cumprod[t].to(z)
+        xt = a.sqrt() * z + (1 - a).sqrt() * noise
+        base = model.eps(xt, t, cond)
+        err = (base - noise).square().mean()
+        add("class", model.eps(xt, t, other), base, err)
+        hooks = [b.register_forward_hook(lambda mod, args, out: torch.zeros_like(out)) for b in blocks]
+        try:
+            add("no self-attention", model.eps(xt, t, cond), base, err)
+        finally:
+            for h in hooks:
+                h.remove()
+        for key, meth in methods:
+            if meth.compresses:
+                with patch.compress(model, meth):
+                    add(key, model.eps(xt, t, cond), base, err)
+    return {"n_images": n_images, "timesteps": list(SENSITIVITY_TIMESTEPS), "seed": seed, "ratio": sums}
+
+
 def eval_generation(model, methods, per_class: int, progress) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     ref = digits.reference()
     x_test, y_test = digits.load("test")
@@ -233,6 +279,8 @@ def markdown(res: dict[str, Any]) -> str:
         lines += ["|---|---|---|---|"]
         for pair, t in c["paired"].items():
             lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |")
+    if res.get("sensitivity"):
+        lines += _sensitivity_md(res["sensitivity"], c)
     if g:
         ref = g["reference"]
         lines += [
@@ -283,6 +331,7 @@ def run(
         "training": _training(model_name),
     }
     t0 = time.perf_counter()
+    res["sensitivity"] = sensitivity(model, _methods(method_keys))
     if not skip_classify:
         res["classification"] = eval_classification(model, _methods(method_keys), limit, progress)
         _write(res, out_dir, model.card.name)
@@ -294,6 +343,22 @@ def run(
     res["wall_s"] = time.perf_counter() - t0
     _write(res, out_dir, model.card.name)
     return res
+
+
+def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]:
+    labels = {k: r["method"] for k, r in (c or {}).get("methods", {}).items()}
+    rows = [f"| {labels.get(k, k)} | {v:.3f} |" for k, v in sens["ratio"].items()]
+    return [
+        "",
+        f"## Denoiser sensitivity ({sens['n_images']} test images, t ∈ {sens['timesteps']})",
+        "",
+        "Mean ‖ε_method − ε‖² / ‖ε − noise‖²: how far each method moves the prediction, next to how far",
+        "swapping the class moves it (`class`) and zeroing every self-attention output does (`no self-attention`).",
+        "",
+        "| change | ratio |",
+        "|---|---|",
+        *rows,
+    ]
 
 
 def _training(name: str) -> dict[str, Any] | None:

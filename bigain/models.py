@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 # ---- embedded digits architectures ---------------------------------------------------------
 
@@ -219,6 +220,7 @@ class LoadedModel:
         tokens: nn.Module | None = None,
         null_label: int | None = None,
         image_channels: int = 3,
+        space_to_depth: int = 1,
     ) -> None:
         self.card = card
         self.denoiser = denoiser
@@ -229,6 +231,7 @@ class LoadedModel:
         self.classes = classes
         self.null_label = null_label
         self.image_channels = image_channels
+        self.space_to_depth = int(space_to_depth)
         self._scheduler_config = dict(scheduler_config)
         self._synonyms = _synonym_table(classes) if classes else {}
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -271,17 +274,18 @@ class LoadedModel:
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, C_img, R, R) in [-1, 1] → latents; VAE posterior mean × scaling factor (identity for digits)."""
+        """(B, C_img, R, R) in [-1, 1] → latents: VAE posterior mean × scaling factor; for pixel-space
+        digits models the identity, or a lossless space-to-depth (f×f pixels → f² channels)."""
         x = images.to(self.device, self.dtype)
         if self.vae is None:
-            return x
+            return to_latent(x, self.space_to_depth)
         return self.vae.encode(x).latent_dist.mean * self.vae.config.scaling_factor
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents → (B, C_img, R, R) images in [-1, 1] (float32)."""
         if self.vae is None:
-            return latents.float().clamp(-1, 1)
+            return to_image(latents.float(), self.space_to_depth).clamp(-1, 1)
         z = latents.to(self.vae.dtype) / self.vae.config.scaling_factor
         return self.vae.decode(z).sample.float().clamp(-1, 1)
 
@@ -358,6 +362,17 @@ class LoadedModel:
         else:
             out = self.denoiser(x, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
         return out[:, : self.latent_channels]
+
+
+def to_latent(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Space-to-depth: (B, C, R, R) → (B, C·f², R/f, R/f); f = 1 is the identity. It is a fixed, exactly
+    invertible 'autoencoder' (a permutation of pixels, so Gaussian noise stays i.i.d. Gaussian)."""
+    return F.pixel_unshuffle(images, factor) if factor > 1 else images
+
+
+def to_image(latents: torch.Tensor, factor: int) -> torch.Tensor:
+    """The inverse of :func:`to_latent`."""
+    return F.pixel_shuffle(latents, factor) if factor > 1 else latents
 
 
 def take(cond: dict[str, torch.Tensor], index: torch.Tensor | list[int]) -> dict[str, torch.Tensor]:
@@ -463,10 +478,18 @@ def _load_digits(folder: Path, card: ModelCard, device: torch.device, dtype: tor
     if tokens is not None:
         tokens.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("tokens.")})
         tokens.to(device, dtype)
-    net.to(device, dtype)
+    # nn.Module.to: diffusers' ModelMixin.to warns about "modules kept in float32" even when there are none.
+    nn.Module.to(net, device, dtype)
     sched = {**cfg["schedule"], "clip_sample": True, "set_alpha_to_one": True, "steps_offset": 0}
     return LoadedModel(
-        card, net, sched, list(cfg["classes"]), tokens=tokens, null_label=cfg["null_class"], image_channels=1
+        card,
+        net,
+        sched,
+        list(cfg["classes"]),
+        tokens=tokens,
+        null_label=cfg["null_class"],
+        image_channels=1,
+        space_to_depth=int(cfg.get("space_to_depth", 1)),
     )
 
 
@@ -507,7 +530,12 @@ def _load_local(folder: Path, device: torch.device, dtype: torch.dtype) -> Loade
         cfg = json.loads((folder / "config.json").read_text())
         base = CARDS.get(cfg.get("name", ""), CARDS["digits-dit"])
         card = ModelCard(**{**base.__dict__, "name": folder.name, "source": "local", "repo": str(folder)})
-        card = _with(card, family=cfg["family"], blocks=(1, 2, 3) if cfg["family"] == "dit" else None)
+        card = _with(
+            card,
+            family=cfg["family"],
+            resolution=int(cfg.get("resolution", base.resolution)),
+            blocks=(1, 2, 3) if cfg["family"] == "dit" else None,
+        )
         return _load_digits(folder, card, device, dtype)
     index = folder / "model_index.json"
     if not index.is_file():

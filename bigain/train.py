@@ -1,7 +1,8 @@
 """Train the embedded digits models: ``python -m bigain.train digits-dit|digits-unet``.
 
 Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE) on the train
-split of scikit-learn's digits upsampled to 16×16, class-conditional with 10% label dropout
+split of scikit-learn's digits upsampled to 16×16 (for the U-Net folded 2×2 → 4 channels at 8×8 by a
+lossless space-to-depth, so its attention tokens are not redundant copies of each other), class-conditional with 10% label dropout
 for classifier-free guidance (dropped once per sample to the null class), AdamW with warm-up
 and cosine decay, an EMA of the weights (what ships). Deterministic from ``--seed`` on CPU.
 Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` to the output folder.
@@ -14,6 +15,7 @@ import json
 import math
 import os
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +25,7 @@ import torch
 from torch import nn
 
 from bigain import digits
-from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits
+from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits, to_latent
 
 NULL_CLASS = digits.NUM_CLASSES  # id of the unconditional label / token sequence
 
@@ -46,7 +48,7 @@ DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 1200}
 
 
 def eps_call(net: nn.Module, tokens: nn.Module | None, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
-    """One denoiser call of an embedded model: x (B, 1, 16, 16), t (B,), y (B,) labels (10 = null) → ε like x."""
+    """One denoiser call of an embedded model: x (B, C_lat, L, L), t (B,), y (B,) labels (10 = null) → ε like x."""
     if tokens is None:
         return net(x, timestep=t, class_labels=y).sample
     return net(x, t, encoder_hidden_states=tokens(y)).sample
@@ -84,6 +86,7 @@ def train(
     arch: dict[str, Any] | None = None,
     quiet: bool = False,
     device: str | torch.device = "cpu",
+    command: str | None = None,
 ) -> dict:
     """Train ``name`` and write it to ``out``; returns the training record. ``arch`` overrides the
     architecture (tests use a tiny one). Randomness is drawn on the CPU whatever ``device`` is, so
@@ -103,7 +106,9 @@ def train(
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     acp = _alphas_cumprod().to(dev)
-    x_all, y_all = digits.load("train", size=spec["denoiser"]["sample_size"])
+    f = int(spec.get("space_to_depth", 1))
+    x_img, y_all = digits.load("train", size=spec["denoiser"]["sample_size"] * f)
+    x_all = to_latent(x_img, f)
     gen = torch.Generator().manual_seed(cfg.seed)
     curve: list[dict[str, float]] = []
     acc, t0 = 0.0, time.perf_counter()
@@ -147,6 +152,7 @@ def train(
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     record = {
         "model": name,
+        "command": command,
         "seed": cfg.seed,
         "train": cfg.__dict__,
         "steps": cfg.steps,
@@ -193,7 +199,8 @@ def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "schedule": DIGITS_SCHEDULE,
         "classes": [str(i) for i in range(digits.NUM_CLASSES)],
         "null_class": NULL_CLASS,
-        "resolution": spec["denoiser"]["sample_size"],
+        "resolution": spec["denoiser"]["sample_size"] * int(spec.get("space_to_depth", 1)),
+        "space_to_depth": int(spec.get("space_to_depth", 1)),
         "weights_dtype": "float16",
         "pixel_range": [-1, 1],
     }
@@ -215,7 +222,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     out = a.out or assets_dir() / a.model
     cfg = TrainConfig(steps=a.steps or DEFAULT_STEPS[a.model], batch_size=a.batch_size, lr=a.lr, seed=a.seed)
-    rec = train(a.model, out, cfg, device=a.device)
+    cmd = " ".join(["python -m bigain.train", *(argv if argv is not None else sys.argv[1:])])
+    rec = train(a.model, out, cfg, device=a.device, command=cmd)
     print(f"{a.model}: {rec['steps']} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s']:.0f} s → {out}")
     return rec
 

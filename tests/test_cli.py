@@ -10,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from bigain import cli, digits, evaluate_digits
+import bigain
+from bigain import cli, digits, evaluate_digits, generate, load_model
 from bigain.train import TrainConfig, train
 
 torch.set_num_threads(1)
@@ -56,9 +57,9 @@ def test_training_loop_smoke(tmp_path: Path) -> None:
     arch = {
         "family": "unet",
         "denoiser": {
-            "sample_size": 8,
-            "in_channels": 1,
-            "out_channels": 1,
+            "sample_size": 4,
+            "in_channels": 4,
+            "out_channels": 4,
             "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
             "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
             "block_out_channels": [8, 8],
@@ -68,6 +69,7 @@ def test_training_loop_smoke(tmp_path: Path) -> None:
             "norm_num_groups": 4,
         },
         "tokens": {"seq_len": 2, "dim": 8},
+        "space_to_depth": 2,  # 8×8 images → 4×4×4 latents, as the shipped U-Net does at 16 → 8
     }
     rec = train("digits-unet", tmp_path, TrainConfig(steps=2, batch_size=4, log_every=1), arch=arch, quiet=True)
     assert rec["steps"] == 2 and len(rec["loss_curve"]) == 2 and rec["split"]["n_test"] == 360
@@ -75,6 +77,12 @@ def test_training_loop_smoke(tmp_path: Path) -> None:
     assert again["loss_curve"][-1]["loss"] == rec["loss_curve"][-1]["loss"]  # deterministic from the seed
     cfg = json.loads((tmp_path / "config.json").read_text())
     assert cfg["null_class"] == 10 and (tmp_path / "model.safetensors").is_file()
+    assert cfg["resolution"] == 8 and cfg["space_to_depth"] == 2 and rec["command"] is None
+    m = load_model(tmp_path, device="cpu")
+    assert (m.resolution, m.latent_size, m.latent_channels, m.image_channels) == (8, 4, 4, 1)
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    assert m.encode(x).shape == (2, 4, 4, 4) and torch.equal(m.decode(m.encode(x)), x)
+    assert generate(m, [3], steps=2, guidance=1.0).array.shape[:3] == (1, 8, 8)
 
 
 def test_statistics() -> None:
@@ -84,6 +92,15 @@ def test_statistics() -> None:
     t = evaluate_digits.mcnemar_exact([True, True, False, True], [False, False, False, True])
     assert t == {"a_only": 2, "b_only": 0, "p": 0.5}
     assert evaluate_digits.mcnemar_exact([True], [True])["p"] == 1.0
+
+
+def test_sensitivity_is_zero_for_no_change_and_grows_with_ratio() -> None:
+    m = load_model("digits-dit")
+    keys = [("baseline", bigain.Baseline()), ("a", bigain.ToMe(ratio=0.3, use_rand=False)),
+            ("b", bigain.ToMe(ratio=0.7, use_rand=False))]  # fmt: skip
+    r = evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]
+    assert "baseline" not in r and 0 < r["a"] < r["b"] < r["no self-attention"]
+    assert r == evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]  # seeded
 
 
 def test_reference_classifier_and_feature_distances() -> None:
@@ -107,6 +124,9 @@ def test_eval_digits_small(tmp_path: Path) -> None:
     assert set(c["methods"]) == {"baseline", "tome-0.5", "lgtm-0.5"} and len(c["images"]) == 4
     assert "lgtm-0.5 vs tome-0.5" in c["paired"]
     assert set(res["generation"]["methods"]) == {"baseline", "todo-2"}
+    sens = res["sensitivity"]["ratio"]  # baseline is not a change; the references are always there
+    assert set(sens) == {"class", "no self-attention", "tome-0.5", "lgtm-0.5"}
+    assert all(v > 0 for v in sens.values()) and sens["no self-attention"] > sens["tome-0.5"]
     assert (tmp_path / "digits-dit.md").read_text().startswith("# Digits replication")
     assert (tmp_path / "digits-dit-samples.png").is_file()
 

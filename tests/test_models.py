@@ -13,7 +13,7 @@ from PIL import Image
 
 import bigain
 from bigain import digits
-from bigain.models import CARDS, LoadedModel, ModelUnavailable, load_model, to_model_image
+from bigain.models import CARDS, LoadedModel, ModelUnavailable, load_model, to_image, to_latent, to_model_image
 
 torch.set_num_threads(1)
 
@@ -130,16 +130,19 @@ def test_shipped_digits_models(name: str) -> None:
     m = load_model(name)
     assert m is load_model(name, device="cpu", dtype="float32")  # cached
     assert m.card.source == "embedded" and m.classes == [str(i) for i in range(10)]
-    assert m.resolution == m.latent_size == 16 and m.image_channels == 1
+    f = m.space_to_depth  # the U-Net folds 2×2 pixels into channels, so its tokens are not redundant copies
+    assert m.resolution == 16 and m.image_channels == 1 and f == {"digits-dit": 1, "digits-unet": 2}[name]
+    assert m.latent_size * f == 16 and m.latent_channels == f * f
     assert bigain.is_patched(m)
     folder = Path(bigain.models.assets_dir()) / name
     assert (folder / "model.safetensors").stat().st_size <= 10 * 2**20
     rec = json.loads((folder / "training.json").read_text())
     assert rec["split"]["n_test"] == 360 and rec["steps"] > 0 and rec["loss_curve"]
-    x = torch.zeros(3, 1, 16, 16)
-    eps = m.eps(x, torch.tensor([10, 500, 900]), m.condition([0, "7", 3]))
-    assert eps.shape == x.shape and torch.isfinite(eps).all()
-    assert torch.equal(m.encode(x), x) and torch.equal(m.decode(x), x)
+    x = torch.rand(3, 1, 16, 16) * 2 - 1
+    z = m.encode(x)
+    eps = m.eps(z, torch.tensor([10, 500, 900]), m.condition([0, "7", 3]))
+    assert eps.shape == z.shape == (3, f * f, 16 // f, 16 // f) and torch.isfinite(eps).all()
+    assert torch.equal(m.decode(z), x)
     assert m.null_condition(2).keys() == m.condition([1, 2]).keys()
 
 
@@ -152,8 +155,27 @@ def test_digits_dit_default_blocks() -> None:
 
 def test_digits_unet_compresses_its_top_level() -> None:
     m = load_model("digits-unet")
-    names = bigain.compressed_blocks(m, bigain.LGTM())  # max_downsample=1 → the 16×16 level
-    assert names and all(n.startswith(("down_blocks.0.", "up_blocks.2.")) for n in names)
+    tokens: dict[str, int] = {}
+    blocks = {n: b for n, b in m.denoiser.named_modules() if type(b).__name__ == "BasicTransformerBlock"}
+    hooks = [
+        b.attn1.register_forward_hook(lambda mod, a, o, n=n: tokens.__setitem__(n, o.shape[1]))
+        for n, b in blocks.items()
+    ]
+    m.eps(m.encode(torch.zeros(1, 1, 16, 16)), 500, m.condition([3]))
+    for h in hooks:
+        h.remove()
+    top = {n for n, k in tokens.items() if k == m.latent_size**2}
+    assert max(tokens.values()) == 64  # 8×8 latent tokens, each a distinct 2×2 pixel cell
+    assert set(bigain.compressed_blocks(m, bigain.LGTM())) == top  # max_downsample=1 → exactly that level
+
+
+def test_space_to_depth_is_a_lossless_pixel_permutation() -> None:
+    x = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
+    z = to_latent(x, 2)
+    assert z.shape == (2, 4, 8, 8) and torch.equal(to_image(z, 2), x)
+    assert torch.equal(z.flatten().sort().values, x.flatten())  # a permutation: i.i.d. noise stays i.i.d.
+    assert torch.equal(z[0, :, 0, 0], x[0, 0, :2, :2].flatten())  # channel = position in the 2×2 cell
+    assert to_latent(x, 1) is x and to_image(x, 1) is x
 
 
 def test_split_is_fixed_and_disjoint() -> None:

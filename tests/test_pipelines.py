@@ -66,7 +66,7 @@ def test_generate_record_and_condition_list(unet) -> None:
     r = generate(unet, [0, 1, 2], steps=2, guidance=1.0, method=bigain.LGTM(ratio=0.7), record=True)
     assert r.n_calls == 2 and r.condition == ["0", "1", "2"]  # guidance 1: conditional branch only
     ev = [e for e in r.record.events if e.n_q < e.n_tokens]
-    assert ev and all(e.h == e.w == 16 for e in ev) and ev[0].scores is not None
+    assert ev and all(e.h == e.w == unet.latent_size == 8 for e in ev) and ev[0].scores is not None
 
 
 def test_generate_progress_and_errors(dit) -> None:
