@@ -2,9 +2,10 @@
 
 Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE) on the train
 split of scikit-learn's digits upsampled to 16×16 (for the U-Net folded 2×2 → 4 channels at 8×8 by a
-lossless space-to-depth, so its attention tokens are not redundant copies of each other), class-conditional with 10% label dropout
-for classifier-free guidance (dropped once per sample to the null class), AdamW with warm-up
-and cosine decay, an EMA of the weights (what ships). Deterministic from ``--seed`` on CPU.
+lossless space-to-depth, so its attention tokens are not redundant copies of each other),
+class-conditional with 10% label dropout for classifier-free guidance (dropped once per sample to
+the null class), AdamW with warm-up and cosine decay, an EMA of the weights (what ships).
+Deterministic from ``--seed`` on CPU.
 Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` to the output folder.
 """
 
