@@ -40,13 +40,17 @@ DIGITS_ARCH: dict[str, dict[str, Any]] = {
     },
     "digits-unet": {
         "family": "unet",
+        # On a 2× space-to-depth latent (16×16×1 → 8×8×4, lossless): the top attention level then has 64
+        # distinct tokens. On the 16×16 image itself 2×2 neighbours are near copies (the digits are 8×8
+        # upsampled), so merging or KV-downsampling them changed nothing (see docs/models-and-pipelines.md).
+        "space_to_depth": 2,
         "denoiser": {
-            "sample_size": 16,
-            "in_channels": 1,
-            "out_channels": 1,
-            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-            "block_out_channels": [32, 64, 64],
+            "sample_size": 8,
+            "in_channels": 4,
+            "out_channels": 4,
+            "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+            "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+            "block_out_channels": [64, 64],
             "layers_per_block": 1,
             "cross_attention_dim": 64,
             "attention_head_dim": 4,
@@ -162,7 +166,7 @@ CARDS: dict[str, ModelCard] = {
         steps=25,
         guidance=2.0,
         protocol=dict(DIGITS_PROTOCOL),
-        description="U-Net with cross-attention to learned class tokens (16×16 top attention grid), sklearn digits",
+        description="U-Net, cross-attention to learned class tokens, on 8×8×4 space-to-depth latents of 16×16 digits",
     ),
     "sd2-base": ModelCard(
         "sd2-base",

@@ -45,7 +45,7 @@ class TrainConfig:
 
 
 #: Default step counts, sized for ~20 minutes on one contended CPU core each.
-DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 1200}
+DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 2500}
 
 
 def eps_call(net: nn.Module, tokens: nn.Module | None, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
