@@ -137,6 +137,7 @@ def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, 
     z, labels = model.encode(x[:n_images]), [int(c) for c in y[:n_images]]
     cond, other = model.condition(labels), model.condition([(c + 1) % 10 for c in labels])
     gen = torch.Generator().manual_seed(seed)
+    patch.seed(model, seed)  # ToMe's random destinations too, so the figures do not depend on earlier calls
     blocks = [m.attn1 for m in model.denoiser.modules() if type(m).__name__ == "BasicTransformerBlock"]
     sums: dict[str, float] = {}
 

@@ -94,6 +94,7 @@ def train(
     the data order, label drops, timesteps and noise are the same on every device."""
     from safetensors.torch import save_file
 
+    commit = git_commit()  # at the start: edits made while it trains do not change what it trains
     torch.manual_seed(cfg.seed)
     spec = dict(DIGITS_ARCH[name]) if arch is None else arch
     dev = torch.device(device)
@@ -165,7 +166,7 @@ def train(
         "parameters": sum(p.numel() for p in params),
         "weights_bytes": (out / "model.safetensors").stat().st_size,
         "split": digits.split_record(),
-        "git_commit": git_commit(),
+        "git_commit": commit,
         "torch": torch.__version__,
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")

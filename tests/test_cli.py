@@ -97,10 +97,11 @@ def test_statistics() -> None:
 def test_sensitivity_is_zero_for_no_change_and_grows_with_ratio() -> None:
     m = load_model("digits-dit")
     keys = [("baseline", bigain.Baseline()), ("a", bigain.ToMe(ratio=0.3, use_rand=False)),
-            ("b", bigain.ToMe(ratio=0.7, use_rand=False))]  # fmt: skip
+            ("b", bigain.ToMe(ratio=0.7, use_rand=False)), ("c", bigain.ToMe(ratio=0.5))]  # fmt: skip
     r = evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]
     assert "baseline" not in r and 0 < r["a"] < r["b"] < r["no self-attention"]
-    assert r == evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]  # seeded
+    bigain.generate(m, 3, steps=2, method=bigain.ToMe(ratio=0.5))  # draws from ToMe's generator in between
+    assert r == evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]  # seeded, ToMe's random choices too
 
 
 def test_reference_classifier_and_feature_distances() -> None:
