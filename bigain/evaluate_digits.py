@@ -123,14 +123,18 @@ SENSITIVITY_TIMESTEPS: tuple[int, ...] = (100, 300, 500, 700, 900)
 
 @torch.no_grad()
 def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, Any]:
-    """How far each method moves the denoiser's ε, next to how far the class moves it: a cheap
-    predictor of whether compression can change the diffusion classifier's answers.
+    """How far each method moves the denoiser's ε, and how far it moves the *difference* between
+    two classes' ε (what the diffusion classifier ranks on): a cheap predictor of whether
+    compression can change the classifier's answers or only the samples.
 
-    On the first ``n_images`` test images, noised at :data:`SENSITIVITY_TIMESTEPS` (one noise draw
-    each, seeded), reports mean ‖ε_method − ε‖² / ‖ε − noise‖² (ε: the uncompressed prediction for
-    the true class) per method, plus two references: ``class`` (the same ratio for the next class's
-    ε, the signal the classifier ranks on) and ``no self-attention`` (every self-attention output
-    zeroed: the most any token compression of self-attention could change)."""
+    On the first ``n_images`` test images, noised at :data:`SENSITIVITY_TIMESTEPS` (one seeded noise
+    draw each), with ε_c the uncompressed prediction for the true class and ε_o for the next class:
+
+    * ``ratio[key]`` = mean ‖ε'_c − ε_c‖² / ‖ε_c − noise‖² (ε' under the method); references:
+      ``class`` (ε_o in place of ε'_c: the class signal) and ``no self-attention`` (every
+      self-attention output zeroed: the most token compression of self-attention could change);
+    * ``contrast[key]`` = mean ‖(ε'_c − ε'_o) − (ε_c − ε_o)‖² / ‖ε_c − ε_o‖²: a method that shifts every
+      class's ε alike leaves the ranking alone however large its ``ratio``."""
     from bigain import patch
 
     x, y = digits.load("test")
@@ -139,29 +143,34 @@ def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, 
     gen = torch.Generator().manual_seed(seed)
     patch.seed(model, seed)  # ToMe's random destinations too, so the figures do not depend on earlier calls
     blocks = [m.attn1 for m in model.denoiser.modules() if type(m).__name__ == "BasicTransformerBlock"]
-    sums: dict[str, float] = {}
+    ratio: dict[str, float] = {}
+    contrast: dict[str, float] = {}
+    n_t = len(SENSITIVITY_TIMESTEPS)
 
-    def add(key: str, eps: torch.Tensor, base: torch.Tensor, err: torch.Tensor) -> None:
-        sums[key] = sums.get(key, 0.0) + ((eps - base).square().mean() / err).item() / len(SENSITIVITY_TIMESTEPS)
+    def add(table: dict[str, float], key: str, change: torch.Tensor, scale: torch.Tensor) -> None:
+        table[key] = table.get(key, 0.0) + (change.square().mean() / scale.square().mean()).item() / n_t
 
     for t in SENSITIVITY_TIMESTEPS:
         noise = torch.randn(z.shape, generator=gen).to(z)
         a = model.alphas_cumprod[t].to(z)
         xt = a.sqrt() * z + (1 - a).sqrt() * noise
-        base = model.eps(xt, t, cond)
-        err = (base - noise).square().mean()
-        add("class", model.eps(xt, t, other), base, err)
+        eps_c, eps_o = model.eps(xt, t, cond), model.eps(xt, t, other)
+        add(ratio, "class", eps_o - eps_c, eps_c - noise)
         hooks = [b.register_forward_hook(lambda mod, args, out: torch.zeros_like(out)) for b in blocks]
         try:
-            add("no self-attention", model.eps(xt, t, cond), base, err)
+            variants = [("no self-attention", model.eps(xt, t, cond), model.eps(xt, t, other))]
         finally:
             for h in hooks:
                 h.remove()
         for key, meth in methods:
             if meth.compresses:
                 with patch.compress(model, meth):
-                    add(key, model.eps(xt, t, cond), base, err)
-    return {"n_images": n_images, "timesteps": list(SENSITIVITY_TIMESTEPS), "seed": seed, "ratio": sums}
+                    variants.append((key, model.eps(xt, t, cond), model.eps(xt, t, other)))
+        for key, c, o in variants:
+            add(ratio, key, c - eps_c, eps_c - noise)
+            add(contrast, key, (c - o) - (eps_c - eps_o), eps_c - eps_o)
+    return {"n_images": n_images, "timesteps": list(SENSITIVITY_TIMESTEPS), "seed": seed, "ratio": ratio,
+            "contrast": contrast}  # fmt: skip
 
 
 def eval_generation(model, methods, per_class: int, progress) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -254,12 +263,13 @@ def grid_only(model_name: str, out_dir: Path | None = None, keys: list[str] | No
 
 def markdown(res: dict[str, Any]) -> str:
     c, g = res.get("classification"), res.get("generation")
-    lines = [f"# Digits replication: {res['model']}", "", f"Command: `{res['command']}`  ", f"Device: {res['device']}"]
-    lines += ["", f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
+    lines = [f"# Digits replication: {res['model']}", ""]
+    lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
     if c:
         n_t = c["protocol"]
         lines += [
             f"## Diffusion-classifier top-1 on the test split ({len(c['images'])} images; protocol {n_t})",
+            *_provenance(c),
             "",
             "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |",
             "|---|---|---|---|---|---|",
@@ -287,6 +297,7 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [
             "",
             f"## Generated samples ({g['per_class']} per class, DDIM {g['steps']} steps, guidance {g['guidance']})",
+            *_provenance(g),
             "",
             f"Reference classifier: {ref['model']}, test accuracy {ref['test_acc']:.1f}%; "
             f"train-vs-test FID_ref {ref['fid_ref_train_vs_test']:.2f} (a floor for real data).",
@@ -322,23 +333,28 @@ def run(
     out_dir = out_dir or assets_dir() / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     lr = digits.logistic_baseline()
-    res: dict[str, Any] = {
-        "model": model.card.name,
+    run_info = {
         "command": command,
         "device": f"{model.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads)",
+    }
+    res: dict[str, Any] = {
+        "model": model.card.name,
+        **run_info,
         "logistic_regression_acc": 100 * lr["correct"] / lr["n"],
         "logistic_regression": lr,
         "training": _training(model_name),
     }
+    # A part this run skips keeps its earlier result, if that was measured on the same weights.
+    res.update(_kept_parts(out_dir / f"{model.card.name}.json", res["training"]))
     t0 = time.perf_counter()
-    res["sensitivity"] = sensitivity(model, _methods(method_keys))
+    res["sensitivity"] = {**sensitivity(model, _methods(method_keys)), "run": run_info}
     if not skip_classify:
-        res["classification"] = eval_classification(model, _methods(method_keys), limit, progress)
+        res["classification"] = {**eval_classification(model, _methods(method_keys), limit, progress), "run": run_info}
         _write(res, out_dir, model.card.name)
     if not skip_generate and samples > 0:
         gen, s = eval_generation(model, _methods(gen_keys or GEN_DEFAULT), samples, progress)
-        res["generation"] = gen
+        res["generation"] = {**gen, "run": run_info}
         names = {k: m.label() for k, m in _methods(gen_keys or GEN_DEFAULT)}
         sample_grid(s, names, samples, out_dir / f"{model.card.name}-samples.png")
     res["wall_s"] = time.perf_counter() - t0
@@ -348,18 +364,43 @@ def run(
 
 def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]:
     labels = {k: r["method"] for k, r in (c or {}).get("methods", {}).items()}
-    rows = [f"| {labels.get(k, k)} | {v:.3f} |" for k, v in sens["ratio"].items()]
+    contrast = sens.get("contrast", {})
+    rows = [
+        f"| {labels.get(k, k)} | {v:.3f} | {contrast[k]:.3f} |"
+        if k in contrast
+        else f"| {labels.get(k, k)} | {v:.3f} | — |"
+        for k, v in sens["ratio"].items()
+    ]
     return [
         "",
         f"## Denoiser sensitivity ({sens['n_images']} test images, t ∈ {sens['timesteps']})",
+        *_provenance(sens),
         "",
-        "Mean ‖ε_method − ε‖² / ‖ε − noise‖²: how far each method moves the prediction, next to how far",
-        "swapping the class moves it (`class`) and zeroing every self-attention output does (`no self-attention`).",
+        "ε moved: mean ‖ε_method − ε‖² / ‖ε − noise‖², next to swapping the class (`class`) and zeroing every",
+        "self-attention output (`no self-attention`). Class contrast moved: mean ‖Δ(ε_true − ε_other)‖² /",
+        "‖ε_true − ε_other‖², what the classifier ranks on; a change shared by every class leaves it alone.",
         "",
-        "| change | ratio |",
-        "|---|---|",
+        "| change | ε moved | class contrast moved |",
+        "|---|---|---|",
         *rows,
     ]
+
+
+def _provenance(part: dict[str, Any]) -> list[str]:
+    run = part.get("run")
+    return ["", f"Command: `{run['command']}`  ", f"Device: {run['device']}"] if run else []
+
+
+def _kept_parts(path: Path, training: dict[str, Any] | None) -> dict[str, Any]:
+    """Classification / generation results of an earlier run on the same weights (same training
+    record), each stamped with the command and device that produced it."""
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    if old.get("training") != training:
+        return {}
+    first = {"command": old.get("command", ""), "device": old.get("device", "")}
+    return {k: {"run": first, **old[k]} for k in ("classification", "generation") if k in old}
 
 
 def _training(name: str) -> dict[str, Any] | None:

@@ -128,8 +128,23 @@ def test_eval_digits_small(tmp_path: Path) -> None:
     sens = res["sensitivity"]["ratio"]  # baseline is not a change; the references are always there
     assert set(sens) == {"class", "no self-attention", "tome-0.5", "lgtm-0.5"}
     assert all(v > 0 for v in sens.values()) and sens["no self-attention"] > sens["tome-0.5"]
+    assert set(res["sensitivity"]["contrast"]) == {"no self-attention", "tome-0.5", "lgtm-0.5"}
     assert (tmp_path / "digits-dit.md").read_text().startswith("# Digits replication")
     assert (tmp_path / "digits-dit-samples.png").is_file()
+    # refreshing one part keeps the others (measured on the same weights), each with its own command
+    rc = cli.main(["eval", "digits", "--models", "digits-dit", "--skip-classify", "--samples", "0", "--methods",
+                   "todo-2", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    again = json.loads((tmp_path / "digits-dit.json").read_text())
+    assert rc == 0 and again["classification"] == c and again["generation"] == res["generation"]
+    assert set(again["sensitivity"]["ratio"]) == {"class", "no self-attention", "todo-2"}
+    assert "--skip-classify" in again["sensitivity"]["run"]["command"] and "--limit 4" in c["run"]["command"]
+    md = (tmp_path / "digits-dit.md").read_text()
+    assert md.count("Command: `python -m bigain eval digits") == 3
+    again["training"] = {"steps": -1}  # other weights: earlier parts are not carried over
+    (tmp_path / "digits-dit.json").write_text(json.dumps(again))
+    cli.main(["eval", "digits", "--models", "digits-dit", "--skip-classify", "--samples", "0", "--methods",
+              "todo-2", "--out", str(tmp_path), "--quiet"])  # fmt: skip
+    assert "classification" not in json.loads((tmp_path / "digits-dit.json").read_text())
 
 
 def test_inside_writes_the_look_inside_picture(tmp_path: Path) -> None:
