@@ -33,7 +33,7 @@ from PIL import Image
 from bigain import digits
 from bigain.evaluate.report import wilson
 from bigain.methods import Method, parse_method
-from bigain.models import assets_dir, load_model
+from bigain.models import assets_dir, cat, load_model
 from bigain.pipelines.classify import Protocol, classify
 from bigain.pipelines.generate import generate
 
@@ -139,7 +139,12 @@ def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, 
 
     x, y = digits.load("test")
     z, labels = model.encode(x[:n_images]), [int(c) for c in y[:n_images]]
-    cond, other = model.condition(labels), model.condition([(c + 1) % 10 for c in labels])
+    # Both classes in one batched call, as the classifier batches them: ToMe's random partition is shared.
+    both = cat(model.condition(labels), model.condition([(c + 1) % 10 for c in labels]))
+
+    def eps_pair(xt: torch.Tensor, t: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return model.eps(torch.cat([xt, xt]), t, both).chunk(2)
+
     gen = torch.Generator().manual_seed(seed)
     patch.seed(model, seed)  # ToMe's random destinations too, so the figures do not depend on earlier calls
     blocks = [m.attn1 for m in model.denoiser.modules() if type(m).__name__ == "BasicTransformerBlock"]
@@ -154,18 +159,18 @@ def sensitivity(model, methods, n_images: int = 64, seed: int = 0) -> dict[str, 
         noise = torch.randn(z.shape, generator=gen).to(z)
         a = model.alphas_cumprod[t].to(z)
         xt = a.sqrt() * z + (1 - a).sqrt() * noise
-        eps_c, eps_o = model.eps(xt, t, cond), model.eps(xt, t, other)
+        eps_c, eps_o = eps_pair(xt, t)
         add(ratio, "class", eps_o - eps_c, eps_c - noise)
         hooks = [b.register_forward_hook(lambda mod, args, out: torch.zeros_like(out)) for b in blocks]
         try:
-            variants = [("no self-attention", model.eps(xt, t, cond), model.eps(xt, t, other))]
+            variants = [("no self-attention", *eps_pair(xt, t))]
         finally:
             for h in hooks:
                 h.remove()
         for key, meth in methods:
             if meth.compresses:
                 with patch.compress(model, meth):
-                    variants.append((key, model.eps(xt, t, cond), model.eps(xt, t, other)))
+                    variants.append((key, *eps_pair(xt, t)))
         for key, c, o in variants:
             add(ratio, key, c - eps_c, eps_c - noise)
             add(contrast, key, (c - o) - (eps_c - eps_o), eps_c - eps_o)
