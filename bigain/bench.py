@@ -106,7 +106,8 @@ def _digits_spec(name: str) -> ModelSpec:
     arch = DIGITS_ARCH[name]
     cfg = dict(arch["denoiser"])
     seq = int(arch.get("tokens", {}).get("seq_len", 1))
-    return ModelSpec(arch["family"], cfg, 1, int(cfg["sample_size"]), seq)
+    scale = int(arch.get("space_to_depth", 1))  # the U-Net's latent is a space-to-depth of the image
+    return ModelSpec(arch["family"], cfg, scale, int(cfg["sample_size"]) * scale, seq)
 
 
 def model_spec(name: str) -> ModelSpec:

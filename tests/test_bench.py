@@ -131,7 +131,7 @@ def test_layer_job_times_one_compressed_layer(tmp_path) -> None:
     args = ["speed", "--model", "digits-unet", "--random-weights", "--job", "layer", "--rounds", "2", "--threads", "1"]
     assert bench.main([*args, "--methods", "lgtm:ratio=0.5", "--no-flops", "--out", str(out)]) == 0
     (setting,) = json.loads(out.with_suffix(".json").read_text())["settings"]
-    assert setting["layer"].endswith("transformer_blocks.0") and setting["tokens"] == 256
+    assert setting["layer"].endswith("transformer_blocks.0") and setting["tokens"] == 64  # 8×8 latent
     assert [r["label"] for r in setting["results"]] == ["Baseline", "L-GTM r=0.5", "tomesd r=0.5"]
     assert "one compressed layer alone" in out.with_suffix(".md").read_text()
 
