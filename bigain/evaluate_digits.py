@@ -12,8 +12,12 @@ factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo):
   :mod:`bigain.digits` (trained on the train split only): conditional accuracy, and FID / KID in its
   128-d hidden-layer feature space against the test split (not Inception FID), and the mean
   squared difference to the baseline's samples from the same noise.
+* sensitivity (:func:`sensitivity`, seconds): how far each method moves ε and the class contrast
+  the classifier ranks on, next to swapping the class and zeroing self-attention.
 
-Writes ``assets/eval/<model>.json`` (with per-image predictions) and ``.md`` and a sample grid PNG.
+Writes ``assets/eval/<model>.json`` (with per-image predictions) and ``.md`` and a sample grid PNG;
+each part records its command and device, and a part a run skips keeps its earlier result when
+that was measured on the same weights.
 """
 
 from __future__ import annotations
