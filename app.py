@@ -117,6 +117,10 @@ def _steps(steps: Any) -> int | None:
     return s
 
 
+def _guidance(guidance: Any) -> float | None:
+    return None if guidance in (None, "") else float(guidance)
+
+
 def _image(image: Any) -> Image.Image:
     if image is None:
         raise ValueError("upload an image or pick an example first")
@@ -211,7 +215,7 @@ def generate(
         meths,
         seed=_seed(seed),
         steps=_steps(steps),
-        guidance=None if guidance in (None, "") else float(guidance),
+        guidance=_guidance(guidance),
         progress=_progress(progress),
         rounds=_rounds(rounds),
     )
@@ -314,7 +318,7 @@ def look_inside(
         meth[0],
         seed=_seed(seed),
         steps=_steps(steps),
-        guidance=None if guidance in (None, "") else float(guidance),
+        guidance=_guidance(guidance),
         progress=_progress(progress),
     )
     block = inside.blocks[0]
