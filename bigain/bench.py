@@ -101,12 +101,12 @@ class ModelSpec:
 
 
 def _digits_spec(name: str) -> ModelSpec:
-    from bigain.models import DIGITS_ARCH  # lazy: the model cards are another module's business
+    from bigain.models import DIGITS_ARCH, space_to_depth_of  # lazy: the model cards are another module's business
 
     arch = DIGITS_ARCH[name]
     cfg = dict(arch["denoiser"])
     seq = int(arch.get("tokens", {}).get("seq_len", 1))
-    scale = int(arch.get("space_to_depth", 1))  # the U-Net's latent is a space-to-depth of the image
+    scale = space_to_depth_of(arch)  # the U-Net's latent is a space-to-depth of the image
     return ModelSpec(arch["family"], cfg, scale, int(cfg["sample_size"]) * scale, seq)
 
 

@@ -376,6 +376,11 @@ def to_latent(images: torch.Tensor, factor: int) -> torch.Tensor:
     return F.pixel_unshuffle(images, factor) if factor > 1 else images
 
 
+def space_to_depth_of(arch: dict[str, Any]) -> int:
+    """The space-to-depth factor of an embedded architecture or config (1: the denoiser sees pixels)."""
+    return int(arch.get("space_to_depth", 1))
+
+
 def to_image(latents: torch.Tensor, factor: int) -> torch.Tensor:
     """The inverse of :func:`to_latent`."""
     return F.pixel_shuffle(latents, factor) if factor > 1 else latents
@@ -495,7 +500,7 @@ def _load_digits(folder: Path, card: ModelCard, device: torch.device, dtype: tor
         tokens=tokens,
         null_label=cfg["null_class"],
         image_channels=1,
-        space_to_depth=int(cfg.get("space_to_depth", 1)),
+        space_to_depth=space_to_depth_of(cfg),
     )
 
 

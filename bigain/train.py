@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bigain import digits
-from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits, to_latent
+from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits, space_to_depth_of, to_latent
 
 NULL_CLASS = digits.NUM_CLASSES  # id of the unconditional label / token sequence
 
@@ -108,7 +108,7 @@ def train(
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     acp = _alphas_cumprod().to(dev)
-    f = int(spec.get("space_to_depth", 1))
+    f = space_to_depth_of(spec)
     x_img, y_all = digits.load("train", size=spec["denoiser"]["sample_size"] * f)
     x_all = to_latent(x_img, f)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -193,6 +193,7 @@ def _alphas_cumprod() -> torch.Tensor:
 
 
 def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
+    f = space_to_depth_of(spec)
     return {
         "name": name,
         "family": spec["family"],
@@ -201,8 +202,8 @@ def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
         "schedule": DIGITS_SCHEDULE,
         "classes": [str(i) for i in range(digits.NUM_CLASSES)],
         "null_class": NULL_CLASS,
-        "resolution": spec["denoiser"]["sample_size"] * int(spec.get("space_to_depth", 1)),
-        "space_to_depth": int(spec.get("space_to_depth", 1)),
+        "resolution": spec["denoiser"]["sample_size"] * f,
+        "space_to_depth": f,
         "weights_dtype": "float16",
         "pixel_range": [-1, 1],
     }
