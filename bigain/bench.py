@@ -635,16 +635,14 @@ def _layer_setting(
         denoiser_call(net, inputs)
     finally:
         hook.remove()
-    local = patch._state(net).local
-    hw, t = local.hw, local.t
+    sample, t = inputs["sample"], inputs["timestep"]
 
     def run(v: Variant) -> Any:
         with v.active(net):
             if v.method is None:
-                net._tome_info["size"] = hw  # what tomesd's model hook would have stored
-            else:  # what bigain's model hook would have stored
-                st = patch._state(net)
-                st.local.hw, st.local.t, st.local.block_input = hw, t, {}
+                net._tome_info["size"] = tuple(sample.shape[-2:])  # what tomesd's model hook would have stored
+            else:
+                patch.begin_call(net, sample, t)  # what bigain's model hook does
             patch.seed(net, args.seed)
             with torch.inference_mode():
                 return block(*captured["args"], **captured["kwargs"])
@@ -695,6 +693,7 @@ def _generate_setting(
 
 def _ops_cases(b: int, n: int, c: int, ratio: float, device: torch.device, dtype: torch.dtype, seed: int) -> dict:
     """Closures timing each operator on one layer's worth of tokens (a square grid of n tokens)."""
+    from bigain.ops import rng
     from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
 
     side = math.isqrt(n)
@@ -710,9 +709,8 @@ def _ops_cases(b: int, n: int, c: int, ratio: float, device: torch.device, dtype
     def ours(dst: str) -> Callable[[], Any]:
         def f() -> Any:
             if dst == "random":
-                slots = destination_slots(
-                    side, side, 2, 2, "random", generator=torch.Generator(device).manual_seed(seed)
-                )
+                rand = rng.draw(rng.new_key(seed, device), torch.arange(nd, device=device).view(1, nd))
+                slots = destination_slots(side, side, 2, 2, "random", rand=rand)
             else:
                 slots, _ = fused.laplacian_slots(x, side, side, 2, 2)
             m = bipartite_merge(x, slots_to_index(slots, side, side, 2, 2), ratio)
@@ -720,12 +718,17 @@ def _ops_cases(b: int, n: int, c: int, ratio: float, device: torch.device, dtype
 
         return f
 
-    def tomesd_op() -> Any:
+    def tomesd_op(no_rand: bool = False) -> Any:
         from tomesd.merge import bipartite_soft_matching_random2d
 
         gen = torch.Generator(device).manual_seed(seed)
-        m, u = bipartite_soft_matching_random2d(x, side, side, 2, 2, r, generator=gen)
+        m, u = bipartite_soft_matching_random2d(x, side, side, 2, 2, r, no_rand=no_rand, generator=gen)
         return u(m(x))
+
+    def top_left() -> Any:
+        slots = destination_slots(side, side, 2, 2, "top-left", device=device)
+        m = bipartite_merge(x, slots_to_index(slots, side, side, 2, 2), ratio)
+        return m.unmerge(m.merge(x))
 
     src, dst = x[:, : n - nd].contiguous(), x[:, :nd].contiguous()
     cases = {
@@ -738,6 +741,8 @@ def _ops_cases(b: int, n: int, c: int, ratio: float, device: torch.device, dtype
     }
     if tomesd_available():
         cases["tomesd build + merge + unmerge"] = tomesd_op
+        # not timed: the equality check's pair (same destinations: slot 0 of every cell)
+        cases["_check"] = lambda: (top_left(), tomesd_op(no_rand=True))
     return cases
 
 
@@ -746,6 +751,7 @@ def run_ops(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     cases = _ops_cases(args.batch, args.tokens, args.channels, args.ratio, device, dtype, args.seed)
+    checks = _ops_checks(cases)
     paths = ["torch"]
     if device.type == "cuda" and args.triton != "off" and fused.load_kernels() is not None:
         paths = ["torch", "triton"] if args.triton == "both" else ["triton"]
@@ -779,7 +785,7 @@ def run_ops(args: argparse.Namespace) -> dict[str, Any]:
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         **environment(device),
         "results": rows,
-        "checks": _ops_checks(cases),
+        "checks": checks,
     }
     return out
 
@@ -790,12 +796,12 @@ def _on_path(path: str, fn: Callable[[], Any]) -> Any:
 
 
 def _ops_checks(cases: dict[str, Callable[[], Any]]) -> dict[str, Any]:
-    """Same result as tomesd: max |ours − tomesd| of ToMe's merge→unmerge with the same generator seed."""
-    if "tomesd build + merge + unmerge" not in cases:
+    """Same result as tomesd: max |ours − tomesd| of ToMe's merge→unmerge with the same destinations."""
+    check = cases.pop("_check", None)
+    if check is None:
         return {}
     with triton_path(False):
-        ours = cases["ToMe build + merge + unmerge (ours)"]()
-    ref = cases["tomesd build + merge + unmerge"]()
+        ours, ref = check()
     return {"tome_vs_tomesd_max_abs_diff": float((ours.float() - ref.float()).abs().max())}
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 from bigain import viz
 from bigain.methods import IEKVD, LGTM, Baseline, Method, ToDo, ToMe
 from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
+from bigain.ops import rng
 from bigain.ops.laplacian import laplacian_response, laplacian_score
 from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
 from bigain.record import AttnEvent, Recorder
@@ -126,10 +127,12 @@ def merge_choice(tokens: np.ndarray, method: ToMe, seed: int = 0) -> dict[str, A
     if isinstance(method, LGTM):
         scores = laplacian_score(seq, h, w)
         slots = destination_slots(h, w, method.sx, method.sy, method.dst, scores=scores)
+    elif method.use_rand:
+        hs, ws = h // method.sy, w // method.sx
+        rand = rng.draw(rng.new_key(seed), torch.arange(hs * ws).view(1, -1))
+        slots = destination_slots(h, w, method.sx, method.sy, "random", rand=rand)
     else:
-        gen = torch.Generator().manual_seed(seed)
-        mode = "random" if method.use_rand else "top-left"
-        slots = destination_slots(h, w, method.sx, method.sy, mode, generator=gen)
+        slots = destination_slots(h, w, method.sx, method.sy, "top-left")
     m = bipartite_merge(_metric(tokens), slots_to_index(slots, h, w, method.sx, method.sy), method.ratio)
     return {
         "kind": "merge",

@@ -16,13 +16,39 @@ from typing import Any, ClassVar
 import torch
 
 from bigain.ops import triton as fused  # torch ops, or fused kernels for CUDA tensors
-from bigain.ops.kv import alpha_at
-from bigain.ops.merge import Merge, bipartite_merge, destination_slots, slots_to_index
+from bigain.ops.kv import alpha_at, alpha_weight
+from bigain.ops.merge import Merge, cell_positions, constant, grid_cells, match, slots_to_index, split_order
+from bigain.ops.rng import draw
 
 #: DiT blocks compressed by the paper's scripts (0-indexed), filtered to those that exist.
 PAPER_DIT_BLOCKS: tuple[int, ...] = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
 MAX_DOWNSAMPLES = (1, 2, 4, 8)
 MAX_FACTOR = 8
+REUSE = ("off", "call", "steps")
+
+
+@dataclass
+class CallInfo:
+    """One denoiser call, as the model's pre-hook saw it (built once per call, read by every layer).
+
+    hw: latent (H, W); t: (B,) or 0-d timesteps tensor or None; final: the host decided this is
+    a t = 0 step; recompute: cached assignments must be rebuilt (new batch or schedule);
+    shared: what the method computed once for the call (:meth:`Method.prepare`: α, random
+    destinations); cache: merges reused inside this call; steps: merges kept across calls
+    (per model and thread); key: the (1,) int64 state of the random destinations."""
+
+    hw: tuple[int, int]
+    t: torch.Tensor | float | None
+    batch: int
+    dtype: torch.dtype
+    final: bool
+    recompute: bool
+    key: torch.Tensor
+    grids: dict[int, tuple[int, int]]
+    shared: dict[Any, Any] = field(default_factory=dict)
+    cache: dict[Any, Any] = field(default_factory=dict)
+    steps: dict[Any, Any] = field(default_factory=dict)
+    prepared: bool = False
 
 
 @dataclass
@@ -30,16 +56,19 @@ class AttnCall:
     """What a method may look at in one self-attention call.
 
     x: (B, N, C) attention input; metric: (B, N, C) tokens that drive merging (SD: the block
-    input, DiT: the modulated attention input); (h, w): the token grid; t: (B,) timesteps or
-    None; generator: returns the random generator for ToMe's destinations.
-    """
+    input, DiT: the modulated attention input); (h, w): the token grid; target: the index of
+    this layer among the model's targets; info: the call it belongs to."""
 
     x: torch.Tensor
     metric: torch.Tensor
     h: int
     w: int
-    t: torch.Tensor | None
-    generator: Callable[[], torch.Generator]
+    target: int
+    info: CallInfo
+
+    @property
+    def t(self) -> torch.Tensor | float | None:
+        return self.info.t
 
 
 @dataclass
@@ -52,8 +81,7 @@ class Plan:
     unmerge: Callable[[torch.Tensor], torch.Tensor] | None = None
     merge: Merge | None = None
     scores: torch.Tensor | None = None
-    alpha: torch.Tensor | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    alpha: torch.Tensor | float | None = None
 
     @property
     def n_kv(self) -> int:
@@ -67,7 +95,12 @@ def _fail(method: str, arg: str, allowed: str, got: object) -> ValueError:
 @dataclass(frozen=True)
 class Method:
     """Base class. ``max_downsample`` picks U-Net levels (1 = highest resolution only);
-    ``blocks`` picks DiT blocks (None = the model's default, the paper's 1–5 and 7–11)."""
+    ``blocks`` picks DiT blocks (None = the model's default, the paper's 1–5 and 7–11).
+
+    A method sees each denoiser call twice: :meth:`prepare` once per call (the model's
+    pre-hook: what every layer shares, e.g. α or the random destinations) and :meth:`plan`
+    once per compressed layer. Both run inside the compiled/captured graph, so neither may
+    read a tensor on the host; host decisions arrive as ``CallInfo.final``/``recompute``."""
 
     name: ClassVar[str] = "method"
     title: ClassVar[str] = "Method"
@@ -81,9 +114,17 @@ class Method:
             raise _fail(self.title, "max_downsample", f"one of {MAX_DOWNSAMPLES}", self.max_downsample)
         if self.blocks is not None:
             blocks = tuple(self.blocks)
-            if not blocks or any(not isinstance(b, int) or b < 0 for b in blocks):
+            if not blocks or any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in blocks):
                 raise _fail(self.title, "blocks", "a non-empty tuple of block indices ≥ 0", self.blocks)
             object.__setattr__(self, "blocks", tuple(sorted(set(blocks))))
+
+    @property
+    def reuse_every(self) -> int:
+        """Calls between two matchings when assignments are reused across steps (1: every call)."""
+        return 1
+
+    def prepare(self, info: CallInfo) -> None:
+        """Compute what every layer of this call shares into ``info.shared`` (default: nothing)."""
 
     def plan(self, call: AttnCall) -> Plan:
         return Plan(q=call.x)
@@ -107,19 +148,24 @@ class Baseline(Method):
 
 def _check_stride(title: str, ratio: float, sx: int, sy: int) -> None:
     for arg, v in (("sx", sx), ("sy", sy)):
-        if not isinstance(v, int) or not 1 <= v <= 8:
+        if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 8:
             raise _fail(title, arg, "an integer in [1, 8]", v)
     if sx * sy < 2:
         raise _fail(title, "sx·sy", "at least 2 (one destination per cell)", sx * sy)
     cap = 1 - 1 / (sx * sy)
-    if not isinstance(ratio, (int, float)) or not 0 <= ratio <= cap + 1e-12:
+    if not isinstance(ratio, (int, float)) or isinstance(ratio, bool) or not 0 <= ratio <= cap + 1e-12:
         raise _fail(title, "ratio", f"in [0, {cap:g}] for a {sx}x{sy} stride", ratio)
 
 
 @dataclass(frozen=True)
 class ToMe(Method):
     """Token merging for SD (Bolya & Hoffman, tomesd): random destination per sx×sy cell,
-    one pattern per batch, top-left when ``use_rand`` is off or the batch is odd."""
+    one pattern per batch, top-left when ``use_rand`` is off or the batch is odd.
+
+    ``reuse`` caches the assignment (method doc §L), off by default: ``"call"`` computes it
+    once per token grid in a denoiser call and reuses it in the other layers on that grid
+    (BiGain's cached-assignment merge); ``"steps"`` keeps each layer's assignment for
+    ``every`` consecutive calls while batch and grid are unchanged (generation)."""
 
     name: ClassVar[str] = "tome"
     title: ClassVar[str] = "ToMe"
@@ -128,27 +174,98 @@ class ToMe(Method):
     sx: int = 2
     sy: int = 2
     use_rand: bool = True
+    reuse: str = "off"
+    every: int = 3
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_stride(self.title, self.ratio, self.sx, self.sy)
+        if self.reuse not in REUSE:
+            raise _fail(self.title, "reuse", f"one of {REUSE}", self.reuse)
+        if not isinstance(self.every, int) or isinstance(self.every, bool) or not 1 <= self.every <= 100:
+            raise _fail(self.title, "every", "an integer in [1, 100]", self.every)
 
-    def destinations(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Slots (B', hs, ws) and the scores that chose them (None here)."""
-        rand = self.use_rand and call.x.shape[0] % 2 == 0
-        mode = "random" if rand else "top-left"
-        gen = call.generator() if rand else None
-        return destination_slots(call.h, call.w, self.sx, self.sy, mode, generator=gen, device=call.x.device), None
+    @property
+    def reuse_every(self) -> int:
+        return self.every if self.reuse == "steps" else 1
+
+    def _random(self, batch: int) -> bool:
+        return self.use_rand and batch % 2 == 0
+
+    def prepare(self, info: CallInfo) -> None:
+        if self.ratio == 0 or not self._random(info.batch):
+            return
+        if self.reuse == "steps" and not info.recompute and info.steps:
+            return  # every layer reuses its assignment: no destinations to draw
+        grids = {t: g for t, g in info.grids.items() if g[0] >= self.sy and g[1] >= self.sx}
+        if grids:
+            info.shared["orders"] = random_orders(grids, self.sx, self.sy, info.key)
+
+    def order(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The split (B', N) (sources first, then the Nd destinations) and the scores behind it."""
+        if self._random(call.x.shape[0]):
+            orders = call.info.shared.get("orders")
+            if orders is not None and call.target in orders:
+                return orders[call.target], None
+            return random_orders({0: (call.h, call.w)}, self.sx, self.sy, call.info.key)[0], None
+        return top_left_order(call.h, call.w, self.sx, self.sy, call.x.device), None
 
     def plan(self, call: AttnCall) -> Plan:
         if self.ratio == 0 or call.h < self.sy or call.w < self.sx:
             return Plan(q=call.x)
-        slots, scores = self.destinations(call)
-        m = bipartite_merge(call.metric, slots_to_index(slots, call.h, call.w, self.sx, self.sy), self.ratio)
+        m, scores = self._assignment(call)
         return Plan(q=m.merge(call.x), unmerge=m.unmerge, merge=m, scores=scores)
 
+    def _assignment(self, call: AttnCall) -> tuple[Merge, torch.Tensor | None]:
+        b = call.x.shape[0]
+        if self.reuse == "call":
+            key: Any = ("grid", b, call.h, call.w)
+            store = call.info.cache
+        else:
+            key, store = (call.target, b, call.h, call.w), call.info.steps
+        if self.reuse != "off":
+            hit = store.get(key)
+            if hit is not None and (self.reuse == "call" or not call.info.recompute):
+                return hit, None
+        order, scores = self.order(call)
+        nd = grid_cells(call.h, call.w, self.sx, self.sy)
+        m = match(call.metric, order, nd[0] * nd[1], self.ratio)
+        if self.reuse != "off":
+            store[key] = m
+        return m, scores
+
     def label(self) -> str:
-        return f"{self.title} r={self.ratio:g}"
+        extra = {"off": "", "call": " cached/call", "steps": f" cached/{self.every} steps"}[self.reuse]
+        return f"{self.title} r={self.ratio:g}{extra}"
+
+
+def random_orders(
+    grids: dict[int, tuple[int, int]], sx: int, sy: int, key: torch.Tensor
+) -> dict[int, torch.Tensor]:
+    """A random destination per cell for every target (tomesd's rule, one pattern per batch), drawn
+    once per call for all targets that share a grid: target → split order (1, N)."""
+    out: dict[int, torch.Tensor] = {}
+    by_grid: dict[tuple[int, int], list[int]] = {}
+    for target, g in grids.items():
+        by_grid.setdefault(g, []).append(target)
+    for (h, w), targets in by_grid.items():
+        hs, ws = grid_cells(h, w, sx, sy)
+        ids = constant(("rng-ids", len(targets), hs * ws, key.device), lambda n=hs * ws, k=len(targets): (
+            torch.arange(k * n, device=key.device).view(k, n)))  # fmt: skip
+        slots = draw(key, ids) % (sx * sy)
+        orders = split_order(slots_to_index(slots, h, w, sx, sy), h * w)  # (T, N)
+        for i, target in enumerate(targets):
+            out[target] = orders[i : i + 1]
+    return out
+
+
+def top_left_order(h: int, w: int, sx: int, sy: int, device: torch.device) -> torch.Tensor:
+    """The split (1, N) of tomesd's ``use_rand=False`` (slot 0 of every cell): a constant per grid."""
+
+    def make() -> torch.Tensor:
+        return split_order(cell_positions(h, w, sx, sy, device)[:, :1].T.contiguous(), h * w)
+
+    return constant(("top-left", h, w, sx, sy, device), make)
 
 
 @dataclass(frozen=True)
@@ -173,8 +290,13 @@ class LGTM(ToMe):
         if self.dst not in self.DST:
             raise _fail(self.title, "dst", f"one of {self.DST}", self.dst)
 
-    def destinations(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return fused.laplacian_slots(call.metric, call.h, call.w, self.sx, self.sy, self.dst)
+    def prepare(self, info: CallInfo) -> None:
+        return None  # destinations depend on each layer's tokens
+
+    def order(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
+        slots, scores = fused.laplacian_slots(call.metric, call.h, call.w, self.sx, self.sy, self.dst)
+        dst = slots_to_index(slots, call.h, call.w, self.sx, self.sy)
+        return split_order(dst, call.h * call.w), scores
 
 
 @dataclass(frozen=True)
@@ -182,7 +304,8 @@ class IEKVD(Method):
     """IE-KVD, interpolate–extrapolate KV downsampling (BiGain_TD): keys/values come from
     α·nearest + (1 − α)·average over factor×factor cells; queries keep full resolution.
     ``alpha_end`` set → α goes linearly from ``alpha`` at t = 999 to ``alpha_end`` at t = 0
-    (paper, generation: 0.8 → 1.2). No compression at t = 0, as in the paper's code."""
+    (paper, generation: 0.8 → 1.2), computed once per denoiser call. No compression at
+    t = 0, as in the paper's code; the host decides it (``CallInfo.final``)."""
 
     name: ClassVar[str] = "iekvd"
     title: ClassVar[str] = "IE-KVD"
@@ -199,21 +322,29 @@ class IEKVD(Method):
             v = getattr(self, arg)
             if v is None and arg == "alpha_end":
                 continue
-            if not isinstance(v, (int, float)) or not math.isfinite(v):
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
                 raise _fail(self.title, arg, "a finite real number", v)
 
+    def prepare(self, info: CallInfo) -> None:
+        if self.alpha_end is None or info.t is None or info.final:
+            return
+        if isinstance(info.t, torch.Tensor):
+            alpha = alpha_at(info.t, self.alpha, self.alpha_end)
+            info.shared["alpha"] = alpha, alpha_weight(alpha, info.dtype)
+        else:  # a host number: α is one too
+            a = float(alpha_at(torch.tensor([float(info.t)]), self.alpha, self.alpha_end)[0])
+            info.shared["alpha"] = a, a
+
     def plan(self, call: AttnCall) -> Plan:
-        if call.h < self.factor or call.w < self.factor:
-            return Plan(q=call.x)
-        if call.t is not None and bool((call.t == 0).all()):
+        if call.h < self.factor or call.w < self.factor or call.info.final:
             return Plan(q=call.x)  # the last denoising step runs at full resolution
-        if self.alpha_end is None or call.t is None:
-            alpha: float | torch.Tensor = float(self.alpha)
-        else:
-            alpha = alpha_at(call.t, self.alpha, self.alpha_end)
-        kv = fused.kv_downsample(call.x, call.h, call.w, self.factor, alpha)
-        shown = alpha if isinstance(alpha, torch.Tensor) else torch.tensor([alpha])
-        return Plan(q=call.x, kv=kv, alpha=shown)
+        alpha: float | torch.Tensor = float(self.alpha)
+        weight: float | torch.Tensor = alpha
+        if "alpha" in call.info.shared:
+            alpha, weight = call.info.shared["alpha"]
+            if isinstance(weight, torch.Tensor) and weight.dtype != call.x.dtype:
+                weight = alpha_weight(alpha, call.x.dtype)
+        return Plan(q=call.x, kv=fused.kv_downsample(call.x, call.h, call.w, self.factor, weight), alpha=alpha)
 
     def label(self) -> str:
         a = f"{self.alpha:g}" if self.alpha_end is None else f"{self.alpha:g}→{self.alpha_end:g}"

@@ -1,18 +1,25 @@
 """Applying a method to a diffusers denoiser: the only module that knows diffusers' internals.
 
 One :class:`BigainProcessor` wraps the original processor of every self-attention (``attn1``)
-of the model's ``BasicTransformerBlock``s. Forward pre-hooks give it the latent size and the
-timesteps (model hook) and, for U-Nets, the block input used as the merge metric (block
-hooks). The processor asks the active method for a :class:`~bigain.methods.Plan` and runs
-the *original* processor on it, so every method uses the same attention kernel as the
-baseline:
+of the model's ``BasicTransformerBlock``s. A forward pre-hook on the model reads, once per
+denoiser call, which method runs, the latent size, the timesteps and the host's decisions
+(:class:`~bigain.methods.CallInfo`), and lets the method prepare what all layers share; block
+pre-hooks hand U-Net processors their block input (the merge metric). The processor asks the
+method for a :class:`~bigain.methods.Plan` and runs the *original* processor on it, so every
+method uses the same attention kernel as the baseline:
 
 * merge methods: ``unmerge(original(attn, merge(x)))`` — exactly tomesd's ``merge_attn``;
 * KV methods: ``original(attn, x, encoder_hidden_states=D(x))`` — to_k/to_v see D(x).
 
+Capturable by construction: the hot path reads only plain and thread-local attributes (which
+``torch.compile`` traces and guards), never a ``ContextVar``, a host value of a tensor or a
+``torch.Generator``; random destinations come from a key tensor (:mod:`bigain.ops.rng`); what
+depends on host values (is this the t = 0 step? recompute cached assignments?) is decided
+before the call (:func:`host_step`) or, in eager mode, from a timestep that lives on the CPU.
+
 Which method runs is state, not structure: ``apply`` sets the model's default and
-``compress`` overrides it for the current thread/task only, so one patched model serves
-every method side by side. ``remove`` restores the original processors and drops every hook.
+``compress`` overrides it for the current thread only, so one patched model serves every
+method side by side. ``remove`` restores the original processors and drops every hook.
 """
 
 from __future__ import annotations
@@ -20,9 +27,8 @@ from __future__ import annotations
 import math
 import re
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,7 +36,8 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock
 
 from bigain import record
-from bigain.methods import PAPER_DIT_BLOCKS, AttnCall, Baseline, Method, Plan
+from bigain.methods import PAPER_DIT_BLOCKS, AttnCall, Baseline, CallInfo, Method, Plan
+from bigain.ops import rng
 
 _ATTR = "_bigain_state"
 
@@ -52,7 +59,15 @@ class Target:
 
     name: str
     index: int  # position among the model's transformer blocks
-    downsample: int  # U-Net: 2**level of the resolution it runs at; DiT: 1
+    downsample: int  # U-Net: 2**level of the resolution it runs at; DiT: the patch size
+
+
+@dataclass(frozen=True)
+class Step:
+    """What the host decided about a denoiser call: the t = 0 step, rebuild cached assignments."""
+
+    final: bool = False
+    recompute: bool = True
 
 
 def _family(model: torch.nn.Module) -> str:
@@ -81,7 +96,10 @@ def _targets(model: torch.nn.Module, family: str) -> list[tuple[Target, BasicTra
         attn = getattr(block, "attn1", None)
         if attn is None or getattr(attn, "is_cross_attention", False) or block.only_cross_attention:
             continue
-        ds = _unet_downsample(name, len(model.down_blocks)) if family == "unet" else 1
+        if family == "unet":
+            ds = _unet_downsample(name, len(model.down_blocks))
+        else:
+            ds = int(model.config.patch_size)
         found.append((Target(name, i, ds), block))
     if not found:
         raise TypeError(f"bigain: {type(model).__name__} has no self-attention transformer blocks to compress")
@@ -98,31 +116,23 @@ def _grid(hw: tuple[int, int], n: int, downsample: int) -> tuple[int, int]:
     raise RuntimeError(f"bigain: cannot lay {n} tokens on a grid of latent {h0}x{w0}")
 
 
-def _timesteps(t: Any, batch: int, device: torch.device) -> torch.Tensor | None:
-    if t is None:
-        return None
-    t = torch.as_tensor(t, device=device).float().flatten()
-    return t.expand(batch) if t.numel() == 1 else t
-
-
 class _State:
-    """Per-model patch state. Per-call data lives in thread-local storage."""
+    """Per-model patch state. Per-call data lives in thread-local storage (``local``)."""
 
-    def __init__(self, model: torch.nn.Module, family: str, blocks: tuple[int, ...] | None) -> None:
+    def __init__(self, model: torch.nn.Module, blocks: tuple[int, ...] | None) -> None:
         self.model = model
-        self.family = family
+        self.family = _family(model)
         self.default: Method = Baseline()
-        self.override: ContextVar[Method | None] = ContextVar(f"bigain_method_{id(model)}", default=None)
         self.local = threading.local()
         self.originals: dict[torch.nn.Module, Any] = {}
         self.hooks: list[Any] = []
-        self.found = _targets(model, family)  # (target, block) pairs, discovered once
+        self.found = _targets(model, self.family)  # (target, block) pairs, discovered once
         self.targets = [t for t, _ in self.found]
-        n_blocks = max(t.index for t in self.targets) + 1
-        self.default_blocks = blocks if blocks is not None else tuple(b for b in PAPER_DIT_BLOCKS if b < n_blocks)
-        self.n_blocks = n_blocks
-        self.users = 0
-        self.lock = threading.Lock()
+        self.n_blocks = max(t.index for t in self.targets) + 1
+        self.default_blocks = blocks if blocks is not None else tuple(b for b in PAPER_DIT_BLOCKS if b < self.n_blocks)
+        self.users = 0  # open compress() blocks
+        self.auto = False  # installed by compress(), removed when its last block exits
+        self.key = rng.new_key(_fork_seed(_device_of(model)), _device_of(model))
 
     def __deepcopy__(self, memo: dict) -> _State:
         raise TypeError("bigain: call bigain.remove(model) before copying a patched model, then patch the copy")
@@ -132,53 +142,154 @@ class _State:
 
     # ---- which method, where --------------------------------------------------------------
     def method(self) -> Method:
-        return self.override.get() or self.default
+        override = getattr(self.local, "override", None)
+        return self.default if override is None else override
 
-    def active_targets(self, method: Method) -> list[Target]:
+    def active(self, method: Method) -> tuple[int, ...]:
+        """Indices (into ``targets``) of the layers ``method`` compresses; cached per method."""
+        cache = self.__dict__.setdefault("_active", {})
+        hit = cache.get(method)
+        if hit is None:
+            hit = cache[method] = tuple(i for i, t in enumerate(self.targets) if self._selects(method, t))
+        return hit
+
+    def _selects(self, method: Method, target: Target) -> bool:
+        if not method.compresses:
+            return False
         if self.family == "dit":
-            chosen = set(method.blocks if method.blocks is not None else self.default_blocks)
-            return [t for t in self.targets if t.index in chosen]
-        return [t for t in self.targets if t.downsample <= method.max_downsample]
+            return target.index in set(method.blocks if method.blocks is not None else self.default_blocks)
+        return target.downsample <= method.max_downsample
 
     def check(self, method: Method) -> None:
+        """Raise ValueError if ``method`` cannot run on this model (nothing is changed)."""
+        if not isinstance(method, Method):
+            raise TypeError(f"bigain: expected a bigain Method (e.g. bigain.LGTM()), got {type(method).__name__}")
         if not method.compresses:
             return
         if self.family == "dit" and method.blocks is not None:
             bad = [b for b in method.blocks if b >= self.n_blocks]
             if bad:
                 raise ValueError(f"{method.title}: blocks {bad} do not exist; the model has {self.n_blocks} blocks")
-        if not self.active_targets(method):
+        if not self.active(method):
             levels = sorted({t.downsample for t in self.targets})
             raise ValueError(
                 f"{method.title} would compress nothing in {type(self.model).__name__}: its attention runs at "
                 f"downsample {levels}, but max_downsample={method.max_downsample}"
             )
 
-    # ---- per-call data --------------------------------------------------------------------
-    def generator(self, device: torch.device) -> torch.Generator:
-        """ToMe's generator: forked from the global RNG on first use (tomesd), so the caller's stream is untouched."""
-        gen = getattr(self.local, "generator", None)
-        if gen is None or gen.device != device:
-            gen = torch.Generator(device=device)
-            state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
-            gen.set_state(state)
-            self.local.generator = gen
-        return gen
+    def key_for(self, device: torch.device) -> torch.Tensor:
+        """This thread's key of the random destinations (the model's until the thread seeds its own)."""
+        key = getattr(self.local, "key", None)
+        if key is None:
+            key = self.key
+        if key.device != device:  # the model moved: carry the key over (eager only)
+            key = self.local.key = key.to(device)
+        return key
 
-    def seed(self, seed: int, device: torch.device) -> None:
-        self.local.generator = torch.Generator(device=device).manual_seed(seed)
+
+def _device_of(model: torch.nn.Module) -> torch.device:
+    p = next(model.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _fork_seed(device: torch.device) -> int:
+    """A key seed from the global RNG state (as tomesd forks it), without consuming it."""
+    state = torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+    return rng.seed_from_state(state)
 
 
 def _state(model: torch.nn.Module) -> _State | None:
     return model.__dict__.get(_ATTR)
 
 
+_INTERNED: dict[Method, Method] = {}
+
+
+def _intern(method: Method) -> Method:
+    """One object per distinct method, so compiled graphs guard on identity and are reused."""
+    return _INTERNED.setdefault(method, method)
+
+
+# ---- the host side of a call --------------------------------------------------------------------
+
+
+def _host_value(t: Any) -> list[float] | None:
+    """Timesteps the host can read for free: Python numbers or CPU tensors (never a device tensor)."""
+    if isinstance(t, (int, float)):
+        return [float(t)]
+    if isinstance(t, torch.Tensor) and t.device.type == "cpu":
+        return [float(v) for v in t.reshape(-1).tolist()]
+    if isinstance(t, Sequence) and all(isinstance(v, (int, float)) for v in t):
+        return [float(v) for v in t]
+    return None
+
+
+def decide_step(model: Any, t: Any = None, fresh: bool = False) -> Step:
+    """The host's decisions for the next call of ``model``, advancing its cached-assignment schedule.
+
+    t: the timesteps as the host knows them (number, list or CPU tensor; None: unknown, which
+    counts as t > 0). fresh: the batch is new (the classifier), so cached assignments are rebuilt."""
+    state = _state(denoiser_of(model))
+    values = _host_value(t)
+    final = values is not None and len(values) > 0 and all(v == 0 for v in values)
+    if state is None:
+        return Step(final=final)
+    every = state.method().reuse_every
+    n = getattr(state.local, "calls", 0)
+    state.local.calls = n + 1
+    return Step(final=final, recompute=fresh or n % every == 0)
+
+
+@contextmanager
+def host_step(model: Any, t: Any = None, fresh: bool = False) -> Iterator[Step]:
+    """Run the denoiser calls inside with the host's decisions made from ``t`` (see :func:`decide_step`).
+
+    Pipelines call this around every denoiser call with the timestep they hold on the host, so
+    no patched layer ever reads a device tensor; compiled and graphed calls need it."""
+    state = _state(denoiser_of(model))
+    step = decide_step(model, t, fresh)
+    if state is None:
+        yield step
+        return
+    old = getattr(state.local, "step", None)
+    state.local.step = step
+    try:
+        yield step
+    finally:
+        state.local.step = old
+
+
+def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method) -> CallInfo:
+    loc = state.local
+    step = getattr(loc, "step", None)
+    if step is None:
+        # eager without a host_step: decide here from a host-side timestep; while compiling the
+        # hook is traced, so only what host_step said (or the defaults) can be used
+        step = Step() if torch.compiler.is_compiling() else decide_step(state.model, t)
+    hw = (int(sample.shape[-2]), int(sample.shape[-1]))
+    grids = {i: _layer_grid(state, state.targets[i], hw) for i in state.active(method)}
+    if torch.compiler.is_compiling():
+        key = getattr(loc, "key", None)
+        key = state.key if key is None else key
+    else:
+        key = state.key_for(sample.device)
+    if getattr(loc, "steps_of", None) is not method:  # assignments kept across calls belong to one method
+        loc.steps, loc.steps_of = {}, method
+    return CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
+
+
+def _layer_grid(state: _State, target: Target, hw: tuple[int, int]) -> tuple[int, int]:
+    ds = target.downsample
+    return math.ceil(hw[0] / ds), math.ceil(hw[1] / ds)
+
+
 class BigainProcessor:
     """Wraps one ``attn1`` processor; compresses when the active method targets this block."""
 
-    def __init__(self, state: _State, target: Target, original: Any) -> None:
+    def __init__(self, state: _State, target: Target, index: int, original: Any) -> None:
         self.state = state
         self.target = target
+        self.index = index
         self.original = original
 
     def __call__(
@@ -190,33 +301,31 @@ class BigainProcessor:
         temb: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        st, method = self.state, self.state.method()
         kw = dict(encoder_hidden_states=encoder_hidden_states, attention_mask=attention_mask, **kwargs)
         if temb is not None:
             kw["temb"] = temb
+        loc = self.state.local
+        method = getattr(loc, "method", None)
+        info = getattr(loc, "info", None)
         usable = encoder_hidden_states is None and attention_mask is None and hidden_states.ndim == 3
-        if not usable or self.target not in st.active_targets(method):
-            return self.original(attn, hidden_states, **kw)
+        if method is None or info is None or not usable or self.index not in info.grids:
+            return self.original(attn, hidden_states, **kw)  # not compressed here, or called outside a forward
         b, n, _ = hidden_states.shape
-        hw = getattr(st.local, "hw", None)
-        if hw is None:  # block called outside the model's forward: no grid known, run as is
-            return self.original(attn, hidden_states, **kw)
-        h, w = _grid(hw, n, self.target.downsample if st.family == "unet" else st.model.config.patch_size)
-        t = _timesteps(st.local.t, b, hidden_states.device)
-        plan: Plan | None = None
-        if method.compresses:
-            metric = st.local.block_input.pop(self.target.name, None) if st.family == "unet" else None
-            call = AttnCall(
-                hidden_states,
-                metric if metric is not None else hidden_states,
-                h,
-                w,
-                t,
-                lambda: st.generator(hidden_states.device),
-            )
-            plan = method.plan(call)
-        record.emit(self.target.name, t, h, w, n, plan, method.label())
-        if plan is None or (plan.kv is None and plan.unmerge is None):
+        h, w = info.grids[self.index]
+        if h * w != n:
+            h, w = _grid(info.hw, n, self.target.downsample)
+        metric = getattr(loc, "metric", None)
+        loc.metric = None
+        if metric is None or metric.shape != hidden_states.shape:
+            metric = hidden_states  # DiT: the modulated attention input
+        if not info.prepared:
+            info.prepared = True
+            method.prepare(info)
+        plan = method.plan(AttnCall(hidden_states, metric, h, w, self.index, info))
+        rec = getattr(loc, "recorder", None)
+        if rec is not None:
+            record.emit(rec, self.target.name, info.t, h, w, n, plan, method.label())
+        if plan.kv is None and plan.unmerge is None:
             return self.original(attn, hidden_states, **kw)
         if plan.kv is not None:
             kw["encoder_hidden_states"] = plan.kv
@@ -227,32 +336,61 @@ class BigainProcessor:
 def _model_hook(state: _State):
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
-        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        state.local.hw = tuple(sample.shape[-2:])
-        state.local.t = t
-        state.local.block_input = {}
-        record.new_call()
+        _begin(state, sample, kwargs.get("timestep", args[1] if len(args) > 1 else None))
 
     return hook
 
 
-def _block_hook(state: _State, name: str):
+def begin_call(model: Any, sample: torch.Tensor, timestep: Any) -> None:
+    """Set up a denoiser call as the model's pre-hook does, so one block can run on its own
+    (the benchmark's layer job). A no-op if the model is not patched."""
+    state = _state(denoiser_of(model))
+    if state is not None:
+        _begin(state, sample, timestep)
+
+
+def _begin(state: _State, sample: torch.Tensor, t: Any) -> None:
+    loc = state.local
+    method = state.method()
+    loc.metric = None
+    if torch.compiler.is_compiling():
+        loc.recorder = None  # pictures are an eager-mode affair
+    else:
+        loc.recorder = record.current()
+        if loc.recorder is not None:
+            loc.recorder.new_call()
+    if not method.compresses:
+        loc.method, loc.info = None, None
+        return
+    # only Python here: tensor work of the call (α, random draws) runs lazily in the first
+    # compressed layer, so the forward stays one graph even where hooks are traced apart
+    loc.method, loc.info = method, _call_info(state, sample, t, method)
+
+
+def _block_hook(state: _State):
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        state.local.block_input[name] = kwargs.get("hidden_states", args[0] if args else None)
+        state.local.metric = kwargs.get("hidden_states", args[0] if args else None)
 
     return hook
 
 
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:
-    state = _State(model, _family(model), blocks)
+    state = _State(model, blocks)
     state.hooks.append(model.register_forward_pre_hook(_model_hook(state), with_kwargs=True))
-    for target, block in state.found:
+    for i, (target, block) in enumerate(state.found):
         state.originals[block.attn1] = block.attn1.processor
-        block.attn1.set_processor(BigainProcessor(state, target, block.attn1.processor))
+        block.attn1.set_processor(BigainProcessor(state, target, i, block.attn1.processor))
         if state.family == "unet":  # SD merges on the block input (pre-norm residual stream)
-            state.hooks.append(block.register_forward_pre_hook(_block_hook(state, target.name), with_kwargs=True))
+            state.hooks.append(block.register_forward_pre_hook(_block_hook(state), with_kwargs=True))
     model.__dict__[_ATTR] = state
     return state
+
+
+def _checked(net: torch.nn.Module, method: Method, blocks: tuple[int, ...] | None = None) -> Method:
+    """Validate ``method`` for ``net`` without touching it (a throwaway state if it is not patched)."""
+    state = _state(net) or _State(net, blocks)
+    state.check(method)
+    return _intern(method)
 
 
 def apply(model: Any, method: Method, blocks: tuple[int, ...] | None = None) -> torch.nn.Module:
@@ -260,18 +398,25 @@ def apply(model: Any, method: Method, blocks: tuple[int, ...] | None = None) -> 
 
     On an already patched model this only switches the method (cheap). ``blocks`` sets the
     DiT blocks compressed when a method leaves ``blocks=None`` (default: the paper's 1–5, 7–11).
-    Returns the denoiser.
+    A method that cannot run on the model raises before anything is changed. Returns the denoiser.
     """
     net = denoiser_of(model)
-    state = _state(net) or _install(net, blocks)
-    state.check(method)
-    state.default = method
+    with _LOCK:
+        method = _checked(net, method, blocks)
+        state = _state(net) or _install(net, blocks)
+        state.auto = False  # the user's patch now: compress() blocks never remove it
+        state.default = method
     return net
 
 
 def remove(model: Any) -> None:
     """Undo :func:`apply`: original processors back, every hook removed. A no-op if not patched."""
     net = denoiser_of(model)
+    with _LOCK:
+        _uninstall(net)
+
+
+def _uninstall(net: torch.nn.Module) -> None:
     state = _state(net)
     if state is None:
         return
@@ -295,40 +440,47 @@ def active_method(model: Any) -> Method | None:
 def compressed_blocks(model: Any, method: Method) -> list[str]:
     """Names of the transformer blocks ``method`` would compress in ``model``."""
     net = denoiser_of(model)
-    state = _state(net) or _State(net, _family(net), None)
-    return [t.name for t in state.active_targets(method)] if method.compresses else []
+    state = _state(net) or _State(net, None)
+    return [state.targets[i].name for i in state.active(method)]
 
 
 def seed(model: Any, seed: int) -> None:
-    """Seed the generator of ToMe's random destinations for this thread (deterministic runs)."""
+    """Seed ToMe's random destinations for this thread (deterministic runs); the global RNG is untouched."""
     net = denoiser_of(model)
     state = _state(net)
-    if state is not None:
-        state.seed(seed, next(net.parameters()).device)
+    if state is None:
+        return
+    key = getattr(state.local, "key", None)
+    if key is None or key.device != _device_of(net):
+        state.local.key = rng.new_key(int(seed), _device_of(net))
+    else:
+        key.fill_(int(seed) & rng.MASK)  # in place: a captured graph keeps reading this tensor
+    state.local.calls = 0
 
 
 @contextmanager
 def compress(model: Any, method: Method) -> Iterator[torch.nn.Module]:
-    """Run ``method`` inside the block, for this thread/task only; patches on entry if needed
-    and unpatches on exit if it did (other threads keep their own method)."""
+    """Run ``method`` inside the block, for this thread only; patches on entry if needed and
+    unpatches on exit if it did (other threads keep their own method). A method that cannot
+    run on the model raises before anything is changed."""
     net = denoiser_of(model)
     with _LOCK:
+        method = _checked(net, method)
         state = _state(net)
-        owned = state is None
-        if owned:
+        if state is None:
             state = _install(net, None)
-            state.auto = True  # type: ignore[attr-defined]
+            state.auto = True
         state.users += 1
-    state.check(method)
-    token = state.override.set(method)
+    old = getattr(state.local, "override", None)
+    state.local.override = method
     try:
         yield net
     finally:
-        state.override.reset(token)
+        state.local.override = old
         with _LOCK:
             state.users -= 1
-            if getattr(state, "auto", False) and state.users == 0:
-                remove(net)
+            if state.auto and state.users == 0 and _state(net) is state:
+                _uninstall(net)
 
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()

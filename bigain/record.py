@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -44,41 +44,45 @@ class Recorder:
     def blocks(self) -> list[str]:
         return list(dict.fromkeys(e.block for e in self.events))
 
+    def new_call(self) -> None:
+        """Mark the start of a denoiser call (called by the model's pre-hook)."""
+        self.calls += 1
 
-_ACTIVE: ContextVar[Recorder | None] = ContextVar("bigain_recorder", default=None)
+
+# Thread-local, not a ContextVar: the patched forward reads it, and torch.compile can trace
+# attribute reads of a threading.local but not ContextVar.get.
+_ACTIVE = threading.local()
+
+
+def current() -> Recorder | None:
+    """The recorder of this thread, if a :func:`record` block is open."""
+    return getattr(_ACTIVE, "recorder", None)
 
 
 @contextmanager
 def record(maps: bool = False) -> Iterator[Recorder]:
-    """Record every patched attention call made in this context (this thread/task only)."""
+    """Record every patched attention call made in this context (this thread only, eager mode).
+    Recording reads tensors on the host, so it is for pictures, never for timed runs."""
     rec = Recorder(maps=maps)
-    token = _ACTIVE.set(rec)
+    old = current()
+    _ACTIVE.recorder = rec
     try:
         yield rec
     finally:
-        _ACTIVE.reset(token)
+        _ACTIVE.recorder = old
 
 
-def new_call() -> None:
-    """Mark the start of a denoiser call (called by the model's pre-hook)."""
-    rec = _ACTIVE.get()
-    if rec is not None:
-        rec.calls += 1
-
-
-def emit(block: str, t: torch.Tensor | None, h: int, w: int, n: int, plan: Plan | None, method: str) -> None:
-    rec = _ACTIVE.get()
-    if rec is None:
-        return
-    n_q = plan.q.shape[1] if plan is not None else n
-    n_kv = plan.n_kv if plan is not None else n
-    ev = AttnEvent(block, rec.calls - 1, None if t is None else float(t[0]), h, w, n, n_q, n_kv, method)
-    if rec.maps and plan is not None:
+def emit(rec: Recorder, block: str, t: torch.Tensor | float | None, h: int, w: int, n: int, plan: Plan, method: str) -> None:
+    """Append one event; with ``maps`` also the pictures' tensors (extra gathers, host copies)."""
+    t0 = None if t is None else float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
+    ev = AttnEvent(block, rec.calls - 1, t0, h, w, n, plan.q.shape[1], plan.n_kv, method)
+    if rec.maps:
         if plan.scores is not None:
             ev.scores = plan.scores[0].detach().float().cpu()
         if plan.merge is not None:
             ev.groups = plan.merge.groups()[0].cpu()
             ev.dst = plan.merge.dst_idx[0].cpu()
         if plan.alpha is not None:
-            ev.alpha = float(plan.alpha.flatten()[0])
+            a = plan.alpha
+            ev.alpha = float(a.reshape(-1)[0]) if isinstance(a, torch.Tensor) else float(a)
     rec.events.append(ev)

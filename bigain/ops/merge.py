@@ -6,19 +6,35 @@ is matched to its most similar destination (cosine) and the r most similar sourc
 averaged into their destinations. Only how the destination is chosen differs between ToMe
 (random or top-left cell) and L-GTM (the cell's lowest Laplacian score).
 
-Compared with tomesd the result is the same, but merge/unmerge are single index ops driven
-by one precomputed ``inverse`` map (each token → the merged slot it lives in) instead of a
-chain of gathers, a ``scatter_reduce`` and three scatters into a zero tensor.
+Written for a launch-bound GPU: every op counts, so index tensors that depend only on the
+grid are built once per grid (:func:`cell_positions`), the split is one stable sort, the
+slot map ``inverse`` (each token → its merged slot, already offset per sample) comes from
+one scatter, and merge/unmerge are one ``index_add_`` / ``index_select`` over flat rows. No
+op has a data-dependent shape and nothing reads a tensor on the host, so a merge compiles
+into one graph and can be captured in a CUDA graph. The result is tomesd's (same cosine,
+same pairs); what only pictures need (:meth:`Merge.groups`) is computed only when asked.
 """
 
 from __future__ import annotations
 
-import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 
 DST_MODES = ("random", "top-left", "laplacian", "laplacian-code")
+
+# Small constants per (shape, device). A plain dict, not lru_cache, so torch.compile traces
+# the lookup instead of breaking the graph; on a GPU each fresh ``arange`` is a kernel launch.
+_CONSTANTS: dict[tuple, torch.Tensor] = {}
+
+
+def constant(key: tuple, make: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The tensor cached under ``key`` (which must name its device), built by ``make`` once."""
+    value = _CONSTANTS.get(key)
+    if value is None:
+        value = _CONSTANTS[key] = make()
+    return value
 
 
 def grid_cells(h: int, w: int, sx: int, sy: int) -> tuple[int, int]:
@@ -32,6 +48,37 @@ def merge_count(n: int, ratio: float, n_dst: int) -> tuple[int, int]:
     return requested, max(0, min(requested, n - n_dst))
 
 
+def _positions(h: int, w: int, sx: int, sy: int, code: bool) -> torch.Tensor:
+    hs, ws = grid_cells(h, w, sx, sy)
+    i = torch.arange(hs).view(hs, 1, 1)
+    j = torch.arange(ws).view(1, ws, 1)
+    q = torch.arange(sx * sy).view(1, 1, -1)
+    if code:  # the released code's grouping: sy·sx consecutive row-major entries of strip i
+        f = j * (sx * sy) + q
+        row, col = i * sy + f // (ws * sx), f % (ws * sx)
+    else:
+        row, col = i * sy + q // sx, j * sx + q % sx
+    return (row * w + col).reshape(hs * ws, sx * sy)
+
+
+def cell_positions(h: int, w: int, sx: int, sy: int, device: torch.device, code: bool = False) -> torch.Tensor:
+    """(Nd, sy·sx) token position of slot q of every whole cell (row-major cells): slot q of cell
+    (i, j) is row ``i·sy + q // sx``, column ``j·sx + q % sx``. ``code=True``: the positions whose
+    scores the released code compares for that cell (method doc §A.2, §I.1)."""
+    return constant(("cells", h, w, sx, sy, code, device), lambda: _positions(h, w, sx, sy, code).to(device))
+
+
+def _arange(n: int, device: torch.device) -> torch.Tensor:
+    return constant(("arange", n, device), lambda: torch.arange(n, device=device))
+
+
+def slots_to_index(slots: torch.Tensor, h: int, w: int, sx: int, sy: int) -> torch.Tensor:
+    """Token positions (B', Nd) of the destinations given by ``slots`` (B', hs, ws) or (B', Nd)."""
+    pos = cell_positions(h, w, sx, sy, slots.device)
+    b = slots.shape[0]
+    return pos[_arange(pos.shape[0], slots.device), slots.reshape(b, -1)]
+
+
 def destination_slots(
     h: int,
     w: int,
@@ -40,99 +87,57 @@ def destination_slots(
     mode: str,
     *,
     scores: torch.Tensor | None = None,
-    generator: torch.Generator | None = None,
+    rand: torch.Tensor | None = None,
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Choose one destination per whole sy×sx cell.
 
-    Returns slots of shape (B', h//sy, w//sx) with values in [0, sy·sx); slot ``q`` of cell
-    (i, j) is the token at row ``i·sy + q // sx``, column ``j·sx + q % sx``.
-    B' = 1 (one pattern for the whole batch) for ``random`` / ``top-left`` and B for the
-    score-driven modes, which need ``scores`` of shape (B, h·w).
+    Returns slots of shape (B', h//sy, w//sx) with values in [0, sy·sx). B' = 1 (one pattern for
+    the batch) for ``random`` / ``top-left`` and B for the score-driven modes, which need
+    ``scores`` of shape (B, h·w).
 
-    * ``random``: one uniform slot per cell drawn from ``generator`` exactly as tomesd does,
-      so a generator in the same state gives tomesd's pattern.
+    * ``random``: ``rand`` (1, Nd) integer draws (:func:`bigain.ops.rng.draw`), reduced mod sy·sx.
     * ``top-left``: slot 0 everywhere (tomesd's ``use_rand=False`` and odd batches).
     * ``laplacian``: the cell's lowest score, first index on ties (the paper).
-    * ``laplacian-code``: the released code's layout quirk (method doc §A.2, §I.1): the
-      scores compared for cell (i, j) are ``sy·sx`` consecutive row-major entries of the
-      cropped ``sy``-row strip ``i``, and the winning slot is placed in cell (i, j).
+    * ``laplacian-code``: the released code's layout quirk: the scores compared for cell (i, j)
+      are ``sy·sx`` consecutive row-major entries of the cropped ``sy``-row strip ``i``.
     """
     hs, ws = grid_cells(h, w, sx, sy)
-    k = sx * sy
     if mode == "random":
-        dev = generator.device if generator is not None else device
-        slots = torch.randint(k, size=(hs, ws, 1), device=dev, generator=generator)
-        return slots.to(device if device is not None else slots.device).view(1, hs, ws)
+        if rand is None:
+            raise ValueError("dst mode 'random' needs integer draws (rand=)")
+        return (rand % (sx * sy)).view(1, hs, ws)
     if mode == "top-left":
         return torch.zeros(1, hs, ws, dtype=torch.long, device=device)
     if mode not in DST_MODES:
         raise ValueError(f"dst mode must be one of {DST_MODES}, got {mode!r}")
     if scores is None:
         raise ValueError(f"dst mode {mode!r} needs per-token scores")
-    b = scores.shape[0]
-    cropped = scores.view(b, h, w)[:, : hs * sy, : ws * sx]
-    if mode == "laplacian":
-        cells = cropped.reshape(b, hs, sy, ws, sx).permute(0, 1, 3, 2, 4).reshape(b, hs, ws, k)
-    else:  # two plain views, no permute: the released code's grouping
-        cells = cropped.contiguous().view(b, hs, ws, k)
-    return cells.argmin(-1)
+    return score_slots(scores, h, w, sx, sy, mode == "laplacian-code").view(-1, hs, ws)
 
 
-def slots_to_index(slots: torch.Tensor, h: int, w: int, sx: int, sy: int) -> torch.Tensor:
-    """Token positions (B', Nd) of the destinations given by ``slots`` (B', hs, ws)."""
-    b, hs, ws = slots.shape
-    corner, offset = _cell_geometry(hs, ws, sx, sy, w, slots.device)
-    return (corner + offset[slots]).reshape(b, hs * ws)
+def score_slots(scores: torch.Tensor, h: int, w: int, sx: int, sy: int, code: bool = False) -> torch.Tensor:
+    """(B, Nd) slot of the lowest score of every cell (first on ties): one gather, one argmin."""
+    return scores[:, cell_positions(h, w, sx, sy, scores.device, code)].argmin(-1)
 
 
-# Small index constants, cached per shape and device: on a GPU each fresh ``arange`` is a kernel
-# launch, and at these sizes launches, not arithmetic, are what merging costs.
-@functools.lru_cache(maxsize=64)
-def _arange(start: int, end: int, device: torch.device) -> torch.Tensor:
-    return torch.arange(start, end, device=device)
+def split_order(dst_idx: torch.Tensor, n: int) -> torch.Tensor:
+    """(B', N) permutation: the sources in ascending position, then the destinations in ascending position.
+
+    A stable sort of the destination mask (tomesd's way): no ``nonzero``, whose data-dependent
+    size would stall a CUDA stream and break a compiled graph."""
+    mask = torch.zeros(dst_idx.shape[0], n, dtype=torch.int8, device=dst_idx.device).scatter_(1, dst_idx, 1)
+    return mask.sort(dim=1, stable=True)[1]
 
 
-@functools.lru_cache(maxsize=8)
-def _ones(device: torch.device) -> torch.Tensor:
-    return torch.ones(1, 1, device=device)
+def _offsets(b: int, step: int, width: int, start: int, device: torch.device) -> torch.Tensor:
+    """(B, width) constant ``start + j + b·step``: slot numbers already offset into flat rows."""
+    key = ("offsets", b, step, width, start, device)
+    return constant(key, lambda: torch.arange(start, start + width, device=device) + _row_starts(b, step, device))
 
 
-@functools.lru_cache(maxsize=64)
-def _cell_geometry(
-    hs: int, ws: int, sx: int, sy: int, w: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(1, hs, ws) position of each cell's top-left token, and (sx·sy,) offset of each slot from it."""
-    corner = torch.arange(hs, device=device).view(hs, 1) * (sy * w) + torch.arange(ws, device=device) * sx
-    q = torch.arange(sx * sy, device=device)
-    return corner.view(1, hs, ws), torch.div(q, sx, rounding_mode="floor") * w + q % sx
-
-
-def _flat(idx: torch.Tensor, stride: int, batch: int | None = None) -> torch.Tensor:
-    """Per-sample indices (B', K) into rows of a (B·stride, C) view; a shared (1, K) pattern repeats ``batch`` times."""
-    b = batch if batch is not None else idx.shape[0]
-    offs = _arange(0, b * stride, idx.device)[::stride].unsqueeze(1)
-    return (idx + offs).reshape(-1)
-
-
-def _rows(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
-    """x[b, idx[b]] for x (B, N, C) and idx (B, K) or (1, K) → contiguous (B, K, C).
-
-    One ``index_select`` over the (B·N, C) rows: a plain row copy, cheaper than ``gather``
-    with an index expanded over C.
-    """
-    b, n, c = x.shape
-    return x.reshape(b * n, c).index_select(0, _flat(idx, n, b)).view(b, idx.shape[1], c)
-
-
-def _complement(dst_idx: torch.Tensor, n: int) -> torch.Tensor:
-    """Ascending positions (B', N − Nd) of the tokens that are not destinations.
-
-    A stable sort of the destination mask puts the sources first, in order (tomesd's way):
-    three kernels and no ``nonzero``, whose data-dependent size would stall a CUDA stream."""
-    b, nd = dst_idx.shape
-    mask = torch.zeros(b, n, dtype=torch.int8, device=dst_idx.device).scatter_(1, dst_idx, 1)
-    return mask.argsort(dim=1, stable=True)[:, : n - nd]
+def _row_starts(b: int, step: int, device: torch.device) -> torch.Tensor:
+    return constant(("rows", b, step, device), lambda: (torch.arange(b, device=device) * step).view(b, 1))
 
 
 @dataclass
@@ -140,22 +145,19 @@ class Merge:
     """A merge of N tokens into N − r, and its inverse.
 
     Merged sequence layout (as in tomesd): the N − Nd − r unmerged sources, then the Nd
-    destinations. All index tensors hold token positions in the original grid.
-
-    dst_idx (B, Nd), src_idx (B, N−Nd): the split. merged_src (B, r): sources that were
-    merged; merged_dst (B, r): the destination each went into. inverse (B, N): slot of
-    each token in the merged sequence. r_requested is floor(N·ratio) before the cap.
+    destinations. ``order`` (B', N) lists token positions sources-first (B' = 1 when the
+    batch shares one pattern); ``kept`` (B, N − Nd − r) indexes the unmerged sources in it.
+    ``flat`` (B·N,) is the slot of every token as a row of the (B·(N − r), C) merged tensor;
+    ``count`` (B·(N − r), 1) how many tokens each slot averages.
     """
 
     n: int
     r: int
     r_requested: int
-    dst_idx: torch.Tensor
-    src_idx: torch.Tensor
-    merged_src: torch.Tensor
-    merged_dst: torch.Tensor
-    inverse: torch.Tensor
-    inv_count: torch.Tensor  # (B, N − r): 1 / number of tokens averaged into each slot
+    order: torch.Tensor
+    kept: torch.Tensor
+    flat: torch.Tensor
+    count: torch.Tensor
 
     @property
     def capped(self) -> bool:
@@ -166,72 +168,77 @@ class Merge:
     def n_out(self) -> int:
         return self.n - self.r
 
-    @functools.cached_property
-    def _flat_inverse(self) -> torch.Tensor:
-        """inverse as rows of the (B·(N − r), C) merged tensor; shared by merge and unmerge."""
-        return _flat(self.inverse, self.n_out)
+    @property
+    def n_dst(self) -> int:
+        return self.n_out - self.kept.shape[1]
+
+    @property
+    def dst_idx(self) -> torch.Tensor:
+        """(B', Nd) destination positions, ascending."""
+        return self.order[:, self.n - self.n_dst :]
 
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) → (B, N − r, C): unweighted mean of each destination and its sources."""
         b, n, c = x.shape
-        out = x.new_zeros(b * self.n_out, c).index_add_(0, self._flat_inverse, x.reshape(b * n, c))
-        return out.mul_(self.inv_count.reshape(-1, 1).to(x.dtype)).view(b, self.n_out, c)
+        out = x.new_zeros(b * self.n_out, c).index_add_(0, self.flat, x.view(b * n, c))
+        return out.div_(self.count).view(b, self.n_out, c)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
         """(B, N − r, C) → (B, N, C): every token takes the value of the slot it was merged into."""
         b, m, c = y.shape
-        return y.reshape(b * m, c).index_select(0, self._flat_inverse).view(b, self.n, c)
+        return y.reshape(b * m, c).index_select(0, self.flat).view(b, self.n, c)
 
     def groups(self) -> torch.Tensor:
-        """(B, N): for every token, the grid position of the token it was merged into (itself if kept)."""
-        g = torch.arange(self.n, device=self.inverse.device).expand(self.inverse.shape[0], -1).clone()
-        return g.scatter_(1, self.merged_src, self.merged_dst)
+        """(B, N): for every token, the grid position of the token it was merged into (itself if kept).
+        For pictures only: a few extra gathers that the compressed forward never runs."""
+        b = self.kept.shape[0]
+        order = self.order.expand(b, self.n)
+        slot_owner = torch.cat([order.gather(1, self.kept), self.dst_idx.expand(b, -1)], dim=1)
+        local = self.flat.view(b, self.n) - _row_starts(b, self.n_out, self.flat.device)
+        return slot_owner.gather(1, local)
+
+
+def _rows(x: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """x[b, order[b]] (B, N, C); a shared (1, N) pattern is one ``index_select``, a per-sample one a gather."""
+    if order.shape[0] == 1:
+        return x.index_select(1, order[0])
+    return x.gather(1, order.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
 
 
 def bipartite_merge(metric: torch.Tensor, dst_idx: torch.Tensor, ratio: float) -> Merge:
-    """ToMe's bipartite soft matching with the destinations given.
+    """ToMe's bipartite soft matching with the destinations given (positions (B', Nd)).
 
-    metric: (B, N, C) tokens used for similarity. dst_idx: (B, Nd) or (1, Nd) destination
-    positions (one pattern shared by the batch). Returns a :class:`Merge` that removes
-    r = min(floor(N·ratio), N − Nd) tokens.
+    metric: (B, N, C) tokens used for similarity. Returns a :class:`Merge` that removes
+    r = min(floor(N·ratio), N − Nd) tokens."""
+    return match(metric, split_order(dst_idx.to(metric.device), metric.shape[1]), dst_idx.shape[1], ratio)
 
-    The arithmetic is tomesd's (cosine = x / ‖x‖ per row, one src×dst product, a descending
-    argsort), so the similarities and the chosen pairs are the same; what is saved is memory
-    traffic and kernel launches: one gather puts the rows in src|dst order, the slot map
-    ``inverse`` comes from one scatter, and merge/unmerge are one index op each. The
-    similarity product (N − Nd)·Nd·C is the irreducible cost.
-    """
+
+def match(metric: torch.Tensor, order: torch.Tensor, nd: int, ratio: float) -> Merge:
+    """Bipartite soft matching given the split ``order`` (B', N) (:func:`split_order`, Nd destinations last).
+
+    The arithmetic is tomesd's (cosine = x / ‖x‖ per row, one src×dst product, the r sources
+    with the highest best-similarity are merged), so the chosen pairs are the same; the
+    similarity product (N − Nd)·Nd·C is the irreducible cost."""
+    from bigain.ops import triton as fused  # lazy: the dispatcher imports this module
+
     b, n, _ = metric.shape
     dev = metric.device
-    dst_idx = dst_idx.to(dev)
-    nd = dst_idx.shape[1]
     ns = n - nd
-    src_idx = _complement(dst_idx, n)
     r_req, r = merge_count(n, ratio, nd)
-    u = ns - r
+    u, m = ns - r, n - r
+    unit = _rows(metric / metric.norm(dim=-1, keepdim=True), order)  # (B, N, C) unit rows, sources first
+    node_max, node_idx = fused.row_max(unit[:, :ns], unit[:, ns:])
+    kept = node_max.topk(u, dim=-1, largest=False)[1]  # the u least similar sources stay
+    # flat slot of every source: its destination's (u + j), or its rank among the kept
+    slot = (node_idx + _offsets(b, m, 1, u, dev)).scatter_(1, kept, _offsets(b, m, u, 0, dev))
+    slot = torch.cat([slot, _offsets(b, m, nd, u, dev)], dim=1)
+    flat = torch.empty(b, n, dtype=torch.long, device=dev).scatter_(1, order.expand(b, n), slot).view(-1)
+    count = torch.zeros(b * m, 1, dtype=metric.dtype, device=dev).index_add_(0, flat, _ones(b * n, metric))
+    return Merge(n=n, r=r, r_requested=r_req, order=order, kept=kept, flat=flat, count=count)
 
-    split = torch.cat([src_idx, dst_idx], dim=1)  # (B', N): sources, then destinations (tomesd's order)
-    m = _rows(metric / metric.norm(dim=-1, keepdim=True), split)  # (B, N, C) unit rows in that order
-    node_max, node_idx = row_max(m[:, :ns], m[:, ns:])
-    order = node_max.argsort(dim=-1, descending=True)
-    merged_k, kept_k = order[:, :r], order[:, r:]
 
-    slot = (node_idx + u).scatter_(1, kept_k, _arange(0, u, dev).expand(b, u))  # (B, Ns) merged slot of each source
-    slot = torch.cat([slot, _arange(u, u + nd, dev).expand(b, nd)], dim=1)  # destinations keep the last Nd slots
-    split = split.expand(b, n)
-    inverse = torch.empty(b, n, dtype=torch.long, device=dev).scatter_(1, split, slot)
-    counts = torch.zeros(b, n - r, device=dev).scatter_add_(1, inverse, _ones(dev).expand(b, n))
-    return Merge(
-        n=n,
-        r=r,
-        r_requested=r_req,
-        dst_idx=split[:, ns:],
-        src_idx=split[:, :ns],
-        merged_src=split.gather(1, merged_k),
-        merged_dst=split[:, ns:].gather(1, node_idx.gather(1, merged_k)),
-        inverse=inverse,
-        inv_count=counts.reciprocal_(),
-    )
+def _ones(k: int, like: torch.Tensor) -> torch.Tensor:
+    return constant(("ones", k, like.dtype, like.device), lambda: torch.ones(k, 1, dtype=like.dtype, device=like.device))
 
 
 def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -239,4 +246,4 @@ def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     (first on ties). The Triton path streams over d and never materialises the (B, Ns, Nd) matrix."""
     from bigain.ops import triton as fused  # lazy: the dispatcher never imports triton for CPU tensors
 
-    return fused.row_max(a, d)  # torch.bmm + max unless the fused CUDA path applies
+    return fused.row_max(a, d)

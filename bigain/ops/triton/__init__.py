@@ -55,8 +55,9 @@ def load_kernels() -> ModuleType | None:
 
 
 def enabled(x: torch.Tensor) -> bool:
-    """Whether the fused path would run for ``x``: a CUDA tensor of a supported dtype, triton usable."""
-    if not x.is_cuda or x.dtype not in DTYPES or disabled() or _state["broken"]:
+    """Whether the fused path would run for ``x``: a CUDA tensor of a supported dtype, triton usable,
+    and not inside ``torch.compile`` (which generates its own fused kernels from the torch ops)."""
+    if not x.is_cuda or torch.compiler.is_compiling() or x.dtype not in DTYPES or disabled() or _state["broken"]:
         return False
     return load_kernels() is not None
 
@@ -96,7 +97,7 @@ def laplacian_slots(
 
 
 def kv_downsample(x: torch.Tensor, h: int, w: int, factor: int, alpha: float | torch.Tensor) -> torch.Tensor:
-    """D_α of IE-KVD, as ``blend_downsample``: (B, h·w, C) → (B, (h//s)·(w//s), C); α float or (B,).
+    """D_α of IE-KVD, as ``blend_downsample``: (B, h·w, C) → (B, (h//s)·(w//s), C); α float or per sample.
 
     α = 0 and α = 1 given as floats are pure average / nearest: the torch ops are exact copies
     or one reduction, so they stay on torch."""
