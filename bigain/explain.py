@@ -22,8 +22,8 @@ from PIL import Image
 
 from bigain import viz
 from bigain.methods import IEKVD, LGTM, Baseline, Method, ToDo, ToMe
-from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
 from bigain.ops import rng
+from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
 from bigain.ops.laplacian import laplacian_response, laplacian_score
 from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
 from bigain.record import AttnEvent, Recorder

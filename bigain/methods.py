@@ -239,9 +239,7 @@ class ToMe(Method):
         return f"{self.title} r={self.ratio:g}{extra}"
 
 
-def random_orders(
-    grids: dict[int, tuple[int, int]], sx: int, sy: int, key: torch.Tensor
-) -> dict[int, torch.Tensor]:
+def random_orders(grids: dict[int, tuple[int, int]], sx: int, sy: int, key: torch.Tensor) -> dict[int, torch.Tensor]:
     """A random destination per cell for every target (tomesd's rule, one pattern per batch), drawn
     once per call for all targets that share a grid: target → split order (1, N)."""
     out: dict[int, torch.Tensor] = {}

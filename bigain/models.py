@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from bigain.execution import Executor
+
 # ---- embedded digits architectures ---------------------------------------------------------
 
 #: Architectures of the embedded models (diffusers constructor arguments). Pixel space, 1 channel.
@@ -357,17 +359,49 @@ class LoadedModel:
 
     # ---- the denoiser ------------------------------------------------------------------------
     @torch.no_grad()
-    def eps(self, x_t: torch.Tensor, t: torch.Tensor | int, cond: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One denoiser call: x_t (B, C_lat, L, L), t scalar or (B,) → ε (B, C_lat, L, L) (learned σ dropped)."""
+    def eps(
+        self,
+        x_t: torch.Tensor,
+        t: torch.Tensor | int,
+        cond: dict[str, torch.Tensor],
+        *,
+        mode: str = "eager",
+        t_host: Any = None,
+        fresh: bool = False,
+    ) -> torch.Tensor:
+        """One denoiser call: x_t (B, C_lat, L, L), t scalar or (B,) → ε (B, C_lat, L, L) (learned σ dropped).
+
+        mode: ``eager``, ``compile`` or ``cudagraph`` (:mod:`bigain.execution`). t_host: the
+        timesteps as the host knows them (defaults to ``t`` when it is a number or a CPU tensor), so
+        compression decides the t = 0 rule without reading a device tensor; fresh: a new batch (the
+        classifier), so cached merge assignments are rebuilt."""
+        if t_host is None and not (isinstance(t, torch.Tensor) and t.device.type != "cpu"):
+            t_host = t
         x = x_t.to(self.device, self.dtype)
         t = torch.as_tensor(t, device=self.device)
         if t.ndim == 0:
             t = t.expand(x.shape[0])
+        run = self.executor(mode)
         if self.card.family == "dit":
-            out = self.denoiser(x, timestep=t, class_labels=cond["class_labels"]).sample
+            out = run(_dit_call, x, t, cond["class_labels"], t_host=t_host, fresh=fresh)
         else:
-            out = self.denoiser(x, t, encoder_hidden_states=cond["encoder_hidden_states"]).sample
+            out = run(_unet_call, x, t, cond["encoder_hidden_states"], t_host=t_host, fresh=fresh)
         return out[:, : self.latent_channels]
+
+    def executor(self, mode: str = "eager") -> Executor:
+        """The denoiser's runner in an execution mode, built on first use (compiled/captured lazily)."""
+        runners = self.__dict__.setdefault("_executors", {})
+        if mode not in runners:
+            runners[mode] = Executor(self.denoiser, mode)
+        return runners[mode]
+
+
+def _dit_call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    return net(x, timestep=t, class_labels=labels).sample
+
+
+def _unet_call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, enc: torch.Tensor) -> torch.Tensor:
+    return net(x, t, encoder_hidden_states=enc).sample
 
 
 def to_latent(images: torch.Tensor, factor: int) -> torch.Tensor:

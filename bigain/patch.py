@@ -36,7 +36,7 @@ import torch
 from diffusers.models.attention import BasicTransformerBlock
 
 from bigain import record
-from bigain.methods import PAPER_DIT_BLOCKS, AttnCall, Baseline, CallInfo, Method, Plan
+from bigain.methods import PAPER_DIT_BLOCKS, AttnCall, Baseline, CallInfo, Method
 from bigain.ops import rng
 
 _ATTR = "_bigain_state"
@@ -241,13 +241,15 @@ def decide_step(model: Any, t: Any = None, fresh: bool = False) -> Step:
 
 
 @contextmanager
-def host_step(model: Any, t: Any = None, fresh: bool = False) -> Iterator[Step]:
-    """Run the denoiser calls inside with the host's decisions made from ``t`` (see :func:`decide_step`).
+def host_step(model: Any, t: Any = None, fresh: bool = False, step: Step | None = None) -> Iterator[Step]:
+    """Run the denoiser calls inside with the host's decisions made from ``t`` (see :func:`decide_step`),
+    or the ``step`` given.
 
     Pipelines call this around every denoiser call with the timestep they hold on the host, so
     no patched layer ever reads a device tensor; compiled and graphed calls need it."""
     state = _state(denoiser_of(model))
-    step = decide_step(model, t, fresh)
+    if step is None:
+        step = decide_step(model, t, fresh)
     if state is None:
         yield step
         return
@@ -257,6 +259,29 @@ def host_step(model: Any, t: Any = None, fresh: bool = False) -> Iterator[Step]:
         yield step
     finally:
         state.local.step = old
+
+
+def own_key(model: Any) -> torch.Tensor | None:
+    """This thread's key tensor of the random destinations, created (from the model's) if missing:
+    a captured graph reads it, so it must exist before capture and be seeded in place after."""
+    state = _state(denoiser_of(model))
+    if state is None:
+        return None
+    key = getattr(state.local, "key", None)
+    if key is None:
+        key = state.local.key = state.key.clone()
+    return key
+
+
+def recording(model: Any) -> bool:
+    """Whether a :func:`bigain.record` block is open in this thread (pictures need eager calls)."""
+    return record.current() is not None
+
+
+def cached_assignments(model: Any) -> dict[Any, Any]:
+    """A copy of this thread's assignments kept across calls (``reuse="steps"``)."""
+    state = _state(denoiser_of(model))
+    return {} if state is None else dict(getattr(state.local, "steps", {}))
 
 
 def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method) -> CallInfo:

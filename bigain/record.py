@@ -3,9 +3,9 @@ Laplacian scores and merge maps when ``maps=True`` (for pictures)."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-import threading
 from dataclasses import dataclass, field
 
 import torch
@@ -72,7 +72,9 @@ def record(maps: bool = False) -> Iterator[Recorder]:
         _ACTIVE.recorder = old
 
 
-def emit(rec: Recorder, block: str, t: torch.Tensor | float | None, h: int, w: int, n: int, plan: Plan, method: str) -> None:
+def emit(
+    rec: Recorder, block: str, t: torch.Tensor | float | None, h: int, w: int, n: int, plan: Plan, method: str
+) -> None:
     """Append one event; with ``maps`` also the pictures' tensors (extra gathers, host copies)."""
     t0 = None if t is None else float(t.reshape(-1)[0]) if isinstance(t, torch.Tensor) else float(t)
     ev = AttnEvent(block, rec.calls - 1, t0, h, w, n, plan.q.shape[1], plan.n_kv, method)

@@ -238,7 +238,9 @@ def match(metric: torch.Tensor, order: torch.Tensor, nd: int, ratio: float) -> M
 
 
 def _ones(k: int, like: torch.Tensor) -> torch.Tensor:
-    return constant(("ones", k, like.dtype, like.device), lambda: torch.ones(k, 1, dtype=like.dtype, device=like.device))
+    return constant(
+        ("ones", k, like.dtype, like.device), lambda: torch.ones(k, 1, dtype=like.dtype, device=like.device)
+    )
 
 
 def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

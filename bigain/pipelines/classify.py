@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from bigain import patch
+from bigain.execution import check_mode
 from bigain.methods import Method
 from bigain.models import LoadedModel, load_model, take
 from bigain.pipelines.generate import Progress, Timer, resolve_method
@@ -157,11 +158,13 @@ def classify(
     temperature: float = DEFAULT_TEMPERATURE,
     prompt_template: str | None = None,
     progress: Progress | None = None,
+    mode: str = "eager",
 ) -> ClassificationResult:
     """Classify one image (PIL, array, path or (C, H, W) tensor in [-1, 1]) among ``classes``
     (None → the model's classes; SD needs names) with ``method`` (None → Baseline).
     ``protocol`` defaults to the model card's (paper for hub models, 10 shared timesteps for digits);
-    ``batch_size`` defaults to 128 for pixel-space (digits) models and 16 (the paper) otherwise."""
+    ``batch_size`` defaults to 128 for pixel-space (digits) models and 16 (the paper) otherwise.
+    ``mode``: how the denoiser runs (``eager``, ``compile``, ``cudagraph``: :mod:`bigain.execution`)."""
     model = load_model(model) if isinstance(model, str) else model
     meth = resolve_method(method)
     proto = _protocol(model, protocol)
@@ -171,12 +174,13 @@ def classify(
     if not isinstance(bs, int) or bs < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
     names, conds = candidates(model, classes, prompt_template)
+    check_mode(mode, model.device)
     t_start = time.perf_counter()
     x0 = model.encode(model.preprocess(image))  # (1, C, L, L)
     cond_all = model.condition(conds)
     noise = torch.randn((proto.n_pool, *x0.shape[1:]), generator=torch.Generator().manual_seed(int(seed)))
     noise = noise.to(model.device, model.dtype)
-    state = _Run(model, proto, x0, noise, cond_all, bs, Timer(model.device))
+    state = _Run(model, proto, x0, noise, cond_all, bs, Timer(model.device), mode)
     with patch.compress(model, meth):
         patch.seed(model, seed)
         eliminated = state.run(len(names), progress, meth.label())
@@ -196,9 +200,9 @@ def _protocol(model: LoadedModel, protocol: Protocol | dict[str, Any] | None) ->
 class _Run:
     """The state of one classification: errors per (class, pool timestep) and the noise order."""
 
-    def __init__(self, model, proto, x0, noise, cond_all, batch_size, timer) -> None:
+    def __init__(self, model, proto, x0, noise, cond_all, batch_size, timer, mode: str = "eager") -> None:
         self.model, self.proto, self.x0, self.noise, self.cond = model, proto, x0, noise, cond_all
-        self.bs, self.timer = batch_size, timer
+        self.bs, self.timer, self.mode = batch_size, timer, mode
         self.pool = proto.pool()
         self.order: list[int] = []
         self.errors: np.ndarray = np.empty(0)
@@ -242,7 +246,9 @@ class _Run:
         eps = self.noise[[self.order.index(t) for _, t in jobs]]
         a = self.acp[ts].view(-1, 1, 1, 1).to(self.x0.dtype)
         x_t = a.sqrt() * self.x0 + (1 - a).sqrt() * eps
-        pred = self.timer.eps(self.model, x_t, ts, take(self.cond, cls))
+        # every batch is new: cached merge assignments are rebuilt (fresh), t = 0 is decided on the host
+        host_ts = [t for _, t in jobs]
+        pred = self.timer.eps(self.model, x_t, ts, take(self.cond, cls), mode=self.mode, t_host=host_ts, fresh=True)
         err = (eps.float() - pred.float()).square().mean(dim=(1, 2, 3)).cpu().numpy()
         for (c, t), e in zip(jobs, err, strict=True):
             self.errors[c, self.pool.index(t)] = float(e)

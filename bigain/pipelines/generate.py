@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from bigain import patch
+from bigain.execution import check_mode
 from bigain.methods import Baseline, Method, parse_method
 from bigain.models import LoadedModel, cat, load_model
 from bigain.record import Recorder
@@ -74,10 +75,12 @@ class Timer:
     def __init__(self, device: torch.device) -> None:
         self.device, self.total, self.calls = device, 0.0, 0
 
-    def eps(self, model: LoadedModel, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+    def eps(
+        self, model: LoadedModel, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor], **kw: Any
+    ) -> torch.Tensor:
         sync(self.device)
         t0 = time.perf_counter()
-        out = model.eps(x, t, cond)
+        out = model.eps(x, t, cond, **kw)
         sync(self.device)
         self.total += time.perf_counter() - t0
         self.calls += 1
@@ -115,11 +118,14 @@ def generate(
     sampler: str | None = None,
     record: bool = False,
     progress: Progress | None = None,
+    mode: str = "eager",
 ) -> GenerationResult:
     """Sample ``num_images`` images for ``condition`` (a class id/name, a prompt, or a list with one
     per image) with ``method`` (None → Baseline). Defaults come from the model card (digits: DDIM
     25 steps, guidance 2; SD: Euler 50, 7.5; DiT: DDIM 50, 4). Guidance 1 runs the conditional
-    branch only; otherwise conditional and unconditional inputs go through the denoiser as one batch."""
+    branch only; otherwise conditional and unconditional inputs go through the denoiser as one batch.
+    ``mode``: how the denoiser runs, ``eager``, ``compile`` or ``cudagraph`` (:mod:`bigain.execution`);
+    pictures (``record``) need ``eager``."""
     model = load_model(model) if isinstance(model, str) else model
     meth = resolve_method(method)
     steps = model.card.steps if steps is None else int(steps)
@@ -131,6 +137,9 @@ def generate(
     if not isinstance(num_images, int) or not 1 <= num_images <= 1024:
         raise ValueError(f"num_images must be an integer in [1, 1024], got {num_images!r}")
     conds = _conditions(model, condition, num_images)
+    check_mode(mode, model.device)
+    if record and mode != "eager":
+        raise ValueError(f"recording pictures needs the eager mode, not {mode!r}")
     t_start = time.perf_counter()
     sched = model.scheduler(sampler)
     sched.set_timesteps(steps, device=model.device)
@@ -139,8 +148,9 @@ def generate(
     timer = Timer(model.device)
     with patch.compress(model, meth), _maybe_record(record) as rec:
         patch.seed(model, seed)
+        host_ts = sched.timesteps.tolist()  # one read before the loop: no layer ever reads a timestep
         for i, t in enumerate(sched.timesteps):
-            latents = _step(model, sched, timer, latents, t, cond, guidance)
+            latents = _step(model, sched, timer, latents, t, cond, guidance, mode, host_ts[i])
             if progress is not None:
                 progress((i + 1) / len(sched.timesteps), f"{meth.label()}: step {i + 1}/{len(sched.timesteps)}")
     images = model.decode(latents)
@@ -178,10 +188,12 @@ def _step(
     t: torch.Tensor,
     cond: dict[str, torch.Tensor],
     guidance: float,
+    mode: str = "eager",
+    t_host: float | None = None,
 ) -> torch.Tensor:
     x = latents if guidance == 1 else torch.cat([latents, latents])
     x = sched.scale_model_input(x, t)
-    eps = timer.eps(model, x, t.expand(x.shape[0]), cond).to(latents.dtype)
+    eps = timer.eps(model, x, t.expand(x.shape[0]), cond, mode=mode, t_host=t_host).to(latents.dtype)
     if guidance != 1:
         e_c, e_u = eps.chunk(2)
         eps = e_u + guidance * (e_c - e_u)
