@@ -96,10 +96,7 @@ def _targets(model: torch.nn.Module, family: str) -> list[tuple[Target, BasicTra
         attn = getattr(block, "attn1", None)
         if attn is None or getattr(attn, "is_cross_attention", False) or block.only_cross_attention:
             continue
-        if family == "unet":
-            ds = _unet_downsample(name, len(model.down_blocks))
-        else:
-            ds = int(model.config.patch_size)
+        ds = _unet_downsample(name, len(model.down_blocks)) if family == "unet" else int(model.config.patch_size)
         found.append((Target(name, i, ds), block))
     if not found:
         raise TypeError(f"bigain: {type(model).__name__} has no self-attention transformer blocks to compress")
@@ -335,7 +332,7 @@ class BigainProcessor:
         usable = encoder_hidden_states is None and attention_mask is None and hidden_states.ndim == 3
         if method is None or info is None or not usable or self.index not in info.grids:
             return self.original(attn, hidden_states, **kw)  # not compressed here, or called outside a forward
-        b, n, _ = hidden_states.shape
+        _b, n, _ = hidden_states.shape
         h, w = info.grids[self.index]
         if h * w != n:
             h, w = _grid(info.hw, n, self.target.downsample)
