@@ -215,7 +215,8 @@ def _host_value(t: Any) -> list[float] | None:
     if isinstance(t, (int, float)):
         return [float(t)]
     if isinstance(t, torch.Tensor) and t.device.type == "cpu":
-        return [float(v) for v in t.reshape(-1).tolist()]
+        v = t.tolist()  # no dispatched op: nothing for a counter (or a GPU) to wait on
+        return [float(x) for x in (v if isinstance(v, list) else [v])] if t.ndim <= 1 else None
     if isinstance(t, Sequence) and all(isinstance(v, (int, float)) for v in t):
         return [float(v) for v in t]
     return None
