@@ -20,7 +20,7 @@ import pandas as pd
 from PIL import Image
 
 import bigain
-from bigain import explain, viz
+from bigain import execution, explain, viz
 from bigain.models import load_model
 
 log = logging.getLogger("bigain.app")
@@ -29,7 +29,9 @@ try:  # ZeroGPU Spaces: the decorator borrows a GPU per call; elsewhere it is no
     import spaces
 
     GPU: Callable[[Callable], Callable] = spaces.GPU(duration=120)
+    ZERO_GPU = True
 except ImportError:
+    ZERO_GPU = False
 
     def GPU(fn: Callable) -> Callable:
         return fn
@@ -199,6 +201,7 @@ def generate(
     steps: float | None = None,
     guidance: float | None = None,
     rounds: float = 3,
+    execution: str = "eager",
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[list, list, pd.DataFrame, Any, str]:
     """Generate the same image with the baseline and each chosen method (same seed and noise).
@@ -218,6 +221,7 @@ def generate(
         guidance=_guidance(guidance),
         progress=_progress(progress),
         rounds=_rounds(rounds),
+        mode=_execution(execution),
     )
     base = rows[0].result.images[0]
     images = [(viz.enlarge(r.result.images[0]), _caption(r)) for r in rows]
@@ -260,6 +264,7 @@ def classify(
     alpha_end: float = 1.2,
     seed: float = 0,
     rounds: float = 3,
+    execution: str = "eager",
     progress: gr.Progress = gr.Progress(),
 ) -> tuple[pd.DataFrame, str, Any]:
     """Classify one image with the diffusion classifier under the baseline and each method.
@@ -275,6 +280,7 @@ def classify(
         seed=_seed(seed),
         progress=_progress(progress),
         rounds=_rounds(rounds),
+        mode=_execution(execution),
     )
     top = {"rank": list(range(1, 6))}
     for r in rows:
@@ -434,6 +440,29 @@ def _model_picker(elem_id: str) -> tuple[Any, Any]:
     return m, cond
 
 
+def _execution_modes() -> list[str]:
+    """Execution modes this machine offers: ZeroGPU borrows a CUDA GPU per call and has no torch.compile."""
+    device = "cuda" if ZERO_GPU else execution.default_device()
+    return execution.available_modes(device, compile_ok=not ZERO_GPU)
+
+
+def _execution(value: Any) -> str:
+    mode = "eager" if value in (None, "") else str(value)
+    if mode not in _execution_modes():
+        raise ValueError(f"execution mode {mode!r} is not available here; choose one of {_execution_modes()}")
+    return mode
+
+
+def _execution_picker() -> Any:
+    """Shown only where there is a choice (always eager; compile where torch.compile works; CUDA graphs on a GPU)."""
+    modes = _execution_modes()
+    return gr.Dropdown(
+        modes, value="eager", label="Execution", visible=len(modes) > 1,
+        info="eager: as is. compile: torch.compile (first run compiles, then fused kernels). "
+        "cudagraph: the denoiser call captured once and replayed (GPU). Speed-ups compare within one mode.",
+    )  # fmt: skip
+
+
 def _timing_rounds() -> Any:
     return gr.Slider(
         1, 5, value=3, step=1, label="Timing rounds",
@@ -476,6 +505,7 @@ def build_demo() -> gr.Blocks:
                     g_knobs = _knobs("gen")
                     g_seed, g_steps, g_guid = _sampling()
                     g_rounds = _timing_rounds()
+                    g_exec = _execution_picker()
                     g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button")
                 with gr.Column(scale=3):
                     g_summary = gr.Markdown(
@@ -491,7 +521,7 @@ def build_demo() -> gr.Blocks:
             g_model.change(on_model, g_model, [g_cond, g_steps, g_guid], api_visibility="undocumented")
             g_btn.click(
                 generate,
-                [g_model, g_cond, *_knob_list(g_knobs), g_seed, g_steps, g_guid, g_rounds],
+                [g_model, g_cond, *_knob_list(g_knobs), g_seed, g_steps, g_guid, g_rounds, g_exec],
                 [g_gallery, g_diff, g_table, g_plot, g_summary],
                 api_name="generate",
                 concurrency_id="gpu",
@@ -521,6 +551,7 @@ def build_demo() -> gr.Blocks:
                     c_knobs = _knobs("cls")
                     c_seed = gr.Number(value=0, precision=0, label="Seed", minimum=0)
                     c_rounds = _timing_rounds()
+                    c_exec = _execution_picker()
                     c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button")
                 with gr.Column(scale=2):
                     c_summary = gr.Markdown(
@@ -538,7 +569,7 @@ def build_demo() -> gr.Blocks:
                     c_plot = gr.Plot(show_label=False, format="png")
             c_btn.click(
                 classify,
-                [c_model, c_image, c_classes, *_knob_list(c_knobs), c_seed, c_rounds],
+                [c_model, c_image, c_classes, *_knob_list(c_knobs), c_seed, c_rounds, c_exec],
                 [c_table, c_summary, c_plot],
                 api_name="classify",
                 concurrency_id="gpu",

@@ -48,6 +48,16 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _mode_arg(p: argparse.ArgumentParser) -> None:
+    from bigain.execution import MODES
+
+    p.add_argument(
+        "--mode", choices=MODES, default="eager",
+        help="how the denoiser runs: eager (default), compile (torch.compile, fused kernels; the first call "
+        "compiles) or cudagraph (one captured CUDA graph per method and kind of step, replayed; GPU only)",
+    )  # fmt: skip
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bigain", description="BiGain: token compression for diffusion models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -61,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--sampler", choices=["ddim", "euler"], default=None)
     g.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the saved image(s)")
     g.add_argument("--out", type=Path, default=Path("bigain.png"), help="output PNG (several: _0, _1, … appended)")
+    _mode_arg(g)
 
     c = sub.add_parser("classify", help="classify image(s) with the diffusion classifier")
     _model_args(c)
@@ -74,6 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--temperature", type=float, default=None, help="score temperature (relative, default 0.05)")
     c.add_argument("--top", type=int, default=5, help="ranking rows to print")
     c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
+    _mode_arg(c)
 
     t = sub.add_parser("train", help="train an embedded digits model (python -m bigain.train)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
@@ -149,6 +161,7 @@ def _generate(a: argparse.Namespace) -> int:
             num_images=a.num_images,
             sampler=a.sampler,
             progress=bar,
+            mode=a.mode,
         )
     finally:
         bar.close()
@@ -201,6 +214,7 @@ def _classify(a: argparse.Namespace) -> int:
                 temperature=a.temperature or DEFAULT_TEMPERATURE,
                 prompt_template=a.prompt_template,
                 progress=bar,
+                mode=a.mode,
             )
             out.append((path, r))
     finally:

@@ -43,6 +43,18 @@ def check_mode(mode: str, device: torch.device | str | None = None) -> str:
     return mode
 
 
+def default_device() -> str:
+    """``cuda`` where a GPU is visible, else ``cpu``."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def available_modes(device: torch.device | str | None = None, compile_ok: bool = True) -> list[str]:
+    """The modes that can run on ``device`` (``compile_ok=False`` where torch.compile is not supported,
+    e.g. ZeroGPU Spaces)."""
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    return [m for m in MODES if (m != "compile" or compile_ok) and (m != "cudagraph" or dev.type == "cuda")]
+
+
 class Executor:
     """Runs ``call(denoiser, *tensors)`` in one execution mode, with the host's step decisions.
 

@@ -409,22 +409,23 @@ def compare_generation(
     rounds: int = 1,
     warmup: bool = True,
     count_flops: bool = True,
+    mode: str = "eager",
 ) -> list[GenerationRow]:
     """Generate with the baseline and every method from the same seed (so the same starting noise)
     and report each against the baseline measured in this same run. ``rounds`` > 1 repeats the
     whole comparison with a rotating order and keeps each method's fastest round, which makes the
     speed-ups robust to a busy machine. A one-step warm-up per method keeps first-call costs
-    (allocation, kernel choice) out of the timings."""
+    (allocation, kernel choice, compiling or capturing in ``mode``) out of the timings."""
     from bigain.pipelines import generate
 
     runs: list[Method] = [Baseline(), *[m for m in methods if m.compresses]]
     plan = _rounds(runs, rounds)
     if warmup and (id(model), "generate") not in _WARM:  # the first use of a model pays one-off costs
-        generate(model, condition, seed=seed, steps=min(steps or 3, 3), guidance=guidance)
+        generate(model, condition, seed=seed, steps=min(steps or 3, 3), guidance=guidance, mode=mode)
         _WARM.add((id(model), "generate"))
     if warmup:
         for m in runs:
-            generate(model, condition, method=m, seed=seed, steps=1, guidance=guidance)
+            generate(model, condition, method=m, seed=seed, steps=1, guidance=guidance, mode=mode)
     first: dict[Method, Any] = {}
     wall: dict[Method, float] = {}
     call: dict[Method, float] = {}
@@ -432,7 +433,7 @@ def compare_generation(
         label = f"round {r + 1}/{rounds}" if rounds > 1 else ""
         res = generate(
             model, condition, method=m, seed=seed, steps=steps, guidance=guidance,
-            progress=_sub(progress, i / len(plan), 1 / len(plan), label),
+            progress=_sub(progress, i / len(plan), 1 / len(plan), label), mode=mode,
         )  # fmt: skip
         first.setdefault(m, res)
         wall[m] = min(wall.get(m, math.inf), res.wall_s)
@@ -492,12 +493,13 @@ def compare_classification(
 
     runs: list[Method] = [Baseline(), *[m for m in methods if m.compresses]]
     plan = _rounds(runs, rounds)
+    mode = kwargs.get("mode", "eager")  # warm-ups compile / capture in the mode that is timed
     if warmup and (id(model), "classify") not in _WARM:  # the first use of a model pays one-off costs
         classify(model, image, classes=classes, seed=seed, **kwargs)
         _WARM.add((id(model), "classify"))
     if warmup:
         for m in runs:
-            classify(model, image, classes=classes, method=m, seed=seed, protocol=WARMUP_PROTOCOL)
+            classify(model, image, classes=classes, method=m, seed=seed, protocol=WARMUP_PROTOCOL, mode=mode)
     first: dict[Method, Any] = {}
     wall: dict[Method, float] = {}
     for i, (r, m) in enumerate(plan):

@@ -105,6 +105,7 @@ class Method:
     name: ClassVar[str] = "method"
     title: ClassVar[str] = "Method"
     compresses: ClassVar[bool] = True
+    skips_final_step: ClassVar[bool] = False  # runs uncompressed at t = 0 (the host decides)
 
     max_downsample: int = 1
     blocks: tuple[int, ...] | None = None
@@ -307,6 +308,7 @@ class IEKVD(Method):
 
     name: ClassVar[str] = "iekvd"
     title: ClassVar[str] = "IE-KVD"
+    skips_final_step: ClassVar[bool] = True
 
     factor: int = 2
     alpha: float = 0.9

@@ -232,10 +232,12 @@ def decide_step(model: Any, t: Any = None, fresh: bool = False) -> Step:
     final = values is not None and len(values) > 0 and all(v == 0 for v in values)
     if state is None:
         return Step(final=final)
-    every = state.method().reuse_every
+    method = state.method()
+    every = method.reuse_every
     n = getattr(state.local, "calls", 0)
     state.local.calls = n + 1
-    return Step(final=final, recompute=fresh or n % every == 0)
+    # only what the method reads may vary, so compiled and captured graphs are not multiplied for nothing
+    return Step(final=final and method.skips_final_step, recompute=fresh or n % every == 0)
 
 
 @contextmanager

@@ -212,3 +212,17 @@ def test_tiny_dit_generate_and_classify(tiny_dit) -> None:  # noqa: F811
     assert g.condition == ["goldfish", "goldfish"] and g.array.shape == (2, 16, 16, 3)
     r = classify(tiny_dit, g.images[0], protocol=TINY, method=bigain.ToDo())
     assert r.classes[1] == "goldfish" and len(r.classes) == 4 and r.class_ids == [0, 1, 2, 3]
+
+
+def test_compile_mode_generates_what_eager_generates() -> None:
+    """The execution mode changes how the denoiser runs, not what it computes (inductor on CPU)."""
+    from bigain.methods import LGTM
+
+    m = load_model("digits-dit")
+    eager = generate(m, 3, method=LGTM(), seed=1, steps=2)
+    compiled = generate(m, 3, method=LGTM(), seed=1, steps=2, mode="compile")
+    np.testing.assert_allclose(compiled.array, eager.array, atol=1e-4)
+    with pytest.raises(ValueError, match="needs a CUDA device"):
+        generate(m, 3, steps=1, mode="cudagraph")
+    with pytest.raises(ValueError, match="eager mode"):
+        generate(m, 3, steps=1, mode="compile", record=True)
