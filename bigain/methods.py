@@ -88,14 +88,18 @@ class Plan:
         return (self.kv if self.kv is not None else self.q).shape[1]
 
 
+QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor] | None, Plan]
+
+
 def _fail(method: str, arg: str, allowed: str, got: object) -> ValueError:
     return ValueError(f"{method}: {arg} must be {allowed}, got {got!r}")
 
 
 @dataclass(frozen=True)
 class Method:
-    """Base class. ``max_downsample`` picks U-Net levels (1 = highest resolution only);
-    ``blocks`` picks DiT blocks (None = the model's default, the paper's 1–5 and 7–11).
+    """Base class. ``max_downsample`` picks U-Net levels (None = the backbone's default, the
+    highest-resolution level with self-attention; 1 = full resolution only); ``blocks`` picks
+    transformer blocks (None = the model's default, the paper's 1–5 and 7–11).
 
     A method sees each denoiser call twice: :meth:`prepare` once per call (the model's
     pre-hook: what every layer shares, e.g. α or the random destinations) and :meth:`plan`
@@ -107,11 +111,11 @@ class Method:
     compresses: ClassVar[bool] = True
     skips_final_step: ClassVar[bool] = False  # runs uncompressed at t = 0 (the host decides)
 
-    max_downsample: int = 1
+    max_downsample: int | None = None
     blocks: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
-        if self.max_downsample not in MAX_DOWNSAMPLES:
+        if self.max_downsample is not None and self.max_downsample not in MAX_DOWNSAMPLES:
             raise _fail(self.title, "max_downsample", f"one of {MAX_DOWNSAMPLES}", self.max_downsample)
         if self.blocks is not None:
             blocks = tuple(self.blocks)
@@ -129,6 +133,11 @@ class Method:
 
     def plan(self, call: AttnCall) -> Plan:
         return Plan(q=call.x)
+
+    def plan_qkv(self, call: AttnCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QKV:
+        """Joint attention (method doc §K): the same compression on the image tokens' projected
+        q, k, v (B, N, C'), after positions are applied. Returns (q, k, v, unmerge or None, plan)."""
+        return q, k, v, None, Plan(q=q)
 
     def params(self) -> dict[str, Any]:
         """Constructor arguments, for JSON records and the UI."""
@@ -216,6 +225,13 @@ class ToMe(Method):
             return Plan(q=call.x)
         m, scores = self._assignment(call)
         return Plan(q=m.merge(call.x), unmerge=m.unmerge, merge=m, scores=scores)
+
+    def plan_qkv(self, call: AttnCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QKV:
+        if self.ratio == 0 or call.h < self.sy or call.w < self.sx:
+            return q, k, v, None, Plan(q=q)
+        m, scores = self._assignment(call)
+        mq = m.merge(q)
+        return mq, m.merge(k), m.merge(v), m.unmerge, Plan(q=mq, unmerge=m.unmerge, merge=m, scores=scores)
 
     def _assignment(self, call: AttnCall) -> tuple[Merge, torch.Tensor | None]:
         b = call.x.shape[0]
@@ -338,13 +354,24 @@ class IEKVD(Method):
     def plan(self, call: AttnCall) -> Plan:
         if call.h < self.factor or call.w < self.factor or call.info.final:
             return Plan(q=call.x)  # the last denoising step runs at full resolution
-        alpha: float | torch.Tensor = float(self.alpha)
-        weight: float | torch.Tensor = alpha
-        if "alpha" in call.info.shared:
-            alpha, weight = call.info.shared["alpha"]
-            if isinstance(weight, torch.Tensor) and weight.dtype != call.x.dtype:
-                weight = alpha_weight(alpha, call.x.dtype)
+        alpha, weight = self._alpha(call, call.x.dtype)
         return Plan(q=call.x, kv=fused.kv_downsample(call.x, call.h, call.w, self.factor, weight), alpha=alpha)
+
+    def plan_qkv(self, call: AttnCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QKV:
+        if call.h < self.factor or call.w < self.factor or call.info.final:
+            return q, k, v, None, Plan(q=q)
+        alpha, weight = self._alpha(call, k.dtype)
+        dk, dv = (fused.kv_downsample(t, call.h, call.w, self.factor, weight) for t in (k, v))
+        return q, dk, dv, None, Plan(q=q, kv=dk, alpha=alpha)
+
+    def _alpha(self, call: AttnCall, dtype: torch.dtype) -> tuple[float | torch.Tensor, float | torch.Tensor]:
+        """(α for records, the lerp weight): the call's scheduled α (computed once per call) or the constant."""
+        if "alpha" not in call.info.shared:
+            return float(self.alpha), float(self.alpha)
+        alpha, weight = call.info.shared["alpha"]
+        if isinstance(weight, torch.Tensor) and weight.dtype != dtype:
+            weight = alpha_weight(alpha, dtype)
+        return alpha, weight
 
     def label(self) -> str:
         a = f"{self.alpha:g}" if self.alpha_end is None else f"{self.alpha:g}→{self.alpha_end:g}"

@@ -25,7 +25,6 @@ method side by side. ``remove`` restores the original processors and drops every
 from __future__ import annotations
 
 import math
-import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -33,11 +32,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from diffusers.models.attention import BasicTransformerBlock
 
-from bigain import record
-from bigain.methods import PAPER_DIT_BLOCKS, AttnCall, Baseline, CallInfo, Method
+from bigain.backbones import Backbone, JointProcessor, Target, adapter_for
+from bigain.methods import AttnCall, Baseline, CallInfo, Method
 from bigain.ops import rng
+from bigain.record import current as current_recorder
+from bigain.record import emit
 
 _ATTR = "_bigain_state"
 
@@ -54,53 +54,11 @@ def denoiser_of(obj: Any) -> torch.nn.Module:
 
 
 @dataclass(frozen=True)
-class Target:
-    """A self-attention that can be compressed: its block's name, DiT index and U-Net level."""
-
-    name: str
-    index: int  # position among the model's transformer blocks
-    downsample: int  # U-Net: 2**level of the resolution it runs at; DiT: the patch size
-
-
-@dataclass(frozen=True)
 class Step:
     """What the host decided about a denoiser call: the t = 0 step, rebuild cached assignments."""
 
     final: bool = False
     recompute: bool = True
-
-
-def _family(model: torch.nn.Module) -> str:
-    if hasattr(model, "down_blocks") and hasattr(model, "up_blocks"):
-        return "unet"
-    if hasattr(model, "transformer_blocks") and getattr(model.config, "patch_size", None):
-        return "dit"
-    raise TypeError(
-        f"bigain: don't know how to patch {type(model).__name__}; supported are U-Nets "
-        "(UNet2DConditionModel: SD 1.x/2.x/XL) and DiT transformers (DiTTransformer2DModel)"
-    )
-
-
-def _unet_downsample(name: str, n_levels: int) -> int:
-    m = re.match(r"(down_blocks|up_blocks)\.(\d+)\.", name)
-    if m is None:  # mid block
-        return 2 ** (n_levels - 1)
-    i = int(m.group(2))
-    return 2**i if m.group(1) == "down_blocks" else 2 ** (n_levels - 1 - i)
-
-
-def _targets(model: torch.nn.Module, family: str) -> list[tuple[Target, BasicTransformerBlock]]:
-    blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, BasicTransformerBlock)]
-    found = []
-    for i, (name, block) in enumerate(blocks):
-        attn = getattr(block, "attn1", None)
-        if attn is None or getattr(attn, "is_cross_attention", False) or block.only_cross_attention:
-            continue
-        ds = _unet_downsample(name, len(model.down_blocks)) if family == "unet" else int(model.config.patch_size)
-        found.append((Target(name, i, ds), block))
-    if not found:
-        raise TypeError(f"bigain: {type(model).__name__} has no self-attention transformer blocks to compress")
-    return found
 
 
 def _grid(hw: tuple[int, int], n: int, downsample: int) -> tuple[int, int]:
@@ -118,15 +76,13 @@ class _State:
 
     def __init__(self, model: torch.nn.Module, blocks: tuple[int, ...] | None) -> None:
         self.model = model
-        self.family = _family(model)
+        self.backbone: Backbone = adapter_for(model)(model, blocks)  # targets discovered once
         self.default: Method = Baseline()
         self.local = threading.local()
         self.originals: dict[torch.nn.Module, Any] = {}
         self.hooks: list[Any] = []
-        self.found = _targets(model, self.family)  # (target, block) pairs, discovered once
-        self.targets = [t for t, _ in self.found]
-        self.n_blocks = max(t.index for t in self.targets) + 1
-        self.default_blocks = blocks if blocks is not None else tuple(b for b in PAPER_DIT_BLOCKS if b < self.n_blocks)
+        self.targets: list[Target] = self.backbone.targets
+        self.default_blocks = self.backbone.default_blocks
         self.users = 0  # open compress() blocks
         self.auto = False  # installed by compress(), removed when its last block exits
         self.key = rng.new_key(_fork_seed(_device_of(model)), _device_of(model))
@@ -147,15 +103,11 @@ class _State:
         cache = self.__dict__.setdefault("_active", {})
         hit = cache.get(method)
         if hit is None:
-            hit = cache[method] = tuple(i for i, t in enumerate(self.targets) if self._selects(method, t))
+            selects = self.backbone.selects
+            hit = cache[method] = tuple(
+                i for i, t in enumerate(self.targets) if method.compresses and selects(method, t)
+            )
         return hit
-
-    def _selects(self, method: Method, target: Target) -> bool:
-        if not method.compresses:
-            return False
-        if self.family == "dit":
-            return target.index in set(method.blocks if method.blocks is not None else self.default_blocks)
-        return target.downsample <= method.max_downsample
 
     def check(self, method: Method) -> None:
         """Raise ValueError if ``method`` cannot run on this model (nothing is changed)."""
@@ -163,16 +115,9 @@ class _State:
             raise TypeError(f"bigain: expected a bigain Method (e.g. bigain.LGTM()), got {type(method).__name__}")
         if not method.compresses:
             return
-        if self.family == "dit" and method.blocks is not None:
-            bad = [b for b in method.blocks if b >= self.n_blocks]
-            if bad:
-                raise ValueError(f"{method.title}: blocks {bad} do not exist; the model has {self.n_blocks} blocks")
+        self.backbone.check(method)
         if not self.active(method):
-            levels = sorted({t.downsample for t in self.targets})
-            raise ValueError(
-                f"{method.title} would compress nothing in {type(self.model).__name__}: its attention runs at "
-                f"downsample {levels}, but max_downsample={method.max_downsample}"
-            )
+            raise ValueError(f"{method.title} would compress nothing in {self.backbone.describe()}")
 
     def key_for(self, device: torch.device) -> torch.Tensor:
         """This thread's key of the random destinations (the model's until the thread seeds its own)."""
@@ -275,7 +220,7 @@ def own_key(model: Any) -> torch.Tensor | None:
 
 def recording(model: Any) -> bool:
     """Whether a :func:`bigain.record` block is open in this thread (pictures need eager calls)."""
-    return record.current() is not None
+    return current_recorder() is not None
 
 
 def cached_assignments(model: Any) -> dict[Any, Any]:
@@ -284,15 +229,15 @@ def cached_assignments(model: Any) -> dict[Any, Any]:
     return {} if state is None else dict(getattr(state.local, "steps", {}))
 
 
-def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method) -> CallInfo:
+def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method, kwargs: dict[str, Any]) -> CallInfo:
     loc = state.local
     step = getattr(loc, "step", None)
     if step is None:
         # eager without a host_step: decide here from a host-side timestep; while compiling the
         # hook is traced, so only what host_step said (or the defaults) can be used
         step = Step() if torch.compiler.is_compiling() else decide_step(state.model, t)
-    hw = (int(sample.shape[-2]), int(sample.shape[-1]))
-    grids = {i: _layer_grid(state, state.targets[i], hw) for i in state.active(method)}
+    hw = state.backbone.latent_hw(sample, kwargs)
+    grids = {i: state.backbone.grid(hw, state.targets[i]) for i in state.active(method)}
     if torch.compiler.is_compiling():
         key = getattr(loc, "key", None)
         key = state.key if key is None else key
@@ -301,11 +246,6 @@ def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method) -> C
     if getattr(loc, "steps_of", None) is not method:  # assignments kept across calls belong to one method
         loc.steps, loc.steps_of = {}, method
     return CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
-
-
-def _layer_grid(state: _State, target: Target, hw: tuple[int, int]) -> tuple[int, int]:
-    ds = target.downsample
-    return math.ceil(hw[0] / ds), math.ceil(hw[1] / ds)
 
 
 class BigainProcessor:
@@ -349,7 +289,7 @@ class BigainProcessor:
         plan = method.plan(AttnCall(hidden_states, metric, h, w, self.index, info))
         rec = getattr(loc, "recorder", None)
         if rec is not None:
-            record.emit(rec, self.target.name, info.t, h, w, n, plan, method.label())
+            emit(rec, self.target.name, info.t, h, w, n, plan, method.label())
         if plan.kv is None and plan.unmerge is None:
             return self.original(attn, hidden_states, **kw)
         if plan.kv is not None:
@@ -361,7 +301,7 @@ class BigainProcessor:
 def _model_hook(state: _State):
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
-        _begin(state, sample, kwargs.get("timestep", args[1] if len(args) > 1 else None))
+        _begin(state, sample, state.backbone.timestep(args, kwargs), kwargs)
 
     return hook
 
@@ -371,17 +311,17 @@ def begin_call(model: Any, sample: torch.Tensor, timestep: Any) -> None:
     (the benchmark's layer job). A no-op if the model is not patched."""
     state = _state(denoiser_of(model))
     if state is not None:
-        _begin(state, sample, timestep)
+        _begin(state, sample, timestep, {})
 
 
-def _begin(state: _State, sample: torch.Tensor, t: Any) -> None:
+def _begin(state: _State, sample: torch.Tensor, t: Any, kwargs: dict[str, Any]) -> None:
     loc = state.local
     method = state.method()
     loc.metric = None
     if torch.compiler.is_compiling():
         loc.recorder = None  # pictures are an eager-mode affair
     else:
-        loc.recorder = record.current()
+        loc.recorder = current_recorder()
         if loc.recorder is not None:
             loc.recorder.new_call()
     if not method.compresses:
@@ -389,7 +329,7 @@ def _begin(state: _State, sample: torch.Tensor, t: Any) -> None:
         return
     # only Python here: tensor work of the call (α, random draws) runs lazily in the first
     # compressed layer, so the forward stays one graph even where hooks are traced apart
-    loc.method, loc.info = method, _call_info(state, sample, t, method)
+    loc.method, loc.info = method, _call_info(state, sample, t, method, kwargs)
 
 
 def _block_hook(state: _State):
@@ -399,14 +339,27 @@ def _block_hook(state: _State):
     return hook
 
 
+def _text_len_hook(state: _State):
+    """Single-stream joint blocks hold [text, image] in one sequence: remember where the image starts."""
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+        text = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+        state.local.text_len = None if text is None else int(text.shape[1])
+
+    return hook
+
+
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:
     state = _State(model, blocks)
     state.hooks.append(model.register_forward_pre_hook(_model_hook(state), with_kwargs=True))
-    for i, (target, block) in enumerate(state.found):
-        state.originals[block.attn1] = block.attn1.processor
-        block.attn1.set_processor(BigainProcessor(state, target, i, block.attn1.processor))
-        if state.family == "unet":  # SD merges on the block input (pre-norm residual stream)
-            state.hooks.append(block.register_forward_pre_hook(_block_hook(state), with_kwargs=True))
+    for i, site in enumerate(state.backbone.sites):
+        wrapper = BigainProcessor if site.target.kind == "self" else JointProcessor
+        state.originals[site.attn] = site.attn.processor
+        site.attn.set_processor(wrapper(state, site.target, i, site.attn.processor))
+        if state.backbone.block_input_metric:  # SD merges on the block input (pre-norm residual stream)
+            state.hooks.append(site.block.register_forward_pre_hook(_block_hook(state), with_kwargs=True))
+        if site.target.kind == "flux-single":
+            state.hooks.append(site.block.register_forward_pre_hook(_text_len_hook(state), with_kwargs=True))
     model.__dict__[_ATTR] = state
     return state
 
@@ -467,6 +420,15 @@ def compressed_blocks(model: Any, method: Method) -> list[str]:
     net = denoiser_of(model)
     state = _state(net) or _State(net, None)
     return [state.targets[i].name for i in state.active(method)]
+
+
+def image_grid(model: Any, h: int, w: int) -> None:
+    """Tell a patched model that takes packed image tokens (Flux) its (h, w) token grid, for
+    non-square images (square grids are found from the token count)."""
+    state = _state(denoiser_of(model))
+    if state is None:
+        raise ValueError("bigain: patch the model first (bigain.apply / bigain.compress)")
+    state.backbone.image_grid = (int(h), int(w))  # type: ignore[attr-defined]
 
 
 def seed(model: Any, seed: int) -> None:

@@ -205,14 +205,17 @@ def test_lgtm_scores_the_block_input_in_sd(unet, unet_inputs) -> None:
     assert first.groups is not None and first.dst is not None and len(first.dst) == 64
 
 
-def test_sdxl_shaped_unet_needs_max_downsample_2(unet_inputs) -> None:
+def test_sdxl_shaped_unet_compresses_its_highest_attention_level_by_default(unet_inputs) -> None:
+    """SDXL has no attention at full resolution: the default is its 2× downsampled level."""
     unet = tiny_unet(first_level_attention=False)
     with pytest.raises(ValueError, match="compress nothing"):
-        bigain.apply(unet, ToMe())
-    bigain.apply(unet, ToMe(max_downsample=2))
-    with bigain.record() as rec:
-        run_unet(unet, unet_inputs)
-    assert {(e.h, e.w) for e in rec.events} == {(8, 8)}
+        bigain.apply(unet, ToMe(max_downsample=1))
+    assert not bigain.is_patched(unet)
+    for method in (ToMe(), ToMe(max_downsample=2)):
+        bigain.apply(unet, method)
+        with bigain.record() as rec:
+            run_unet(unet, unet_inputs)
+        assert {(e.h, e.w, e.n_q) for e in rec.events} == {(8, 8, 32)}
 
 
 def test_unknown_layout_is_an_error() -> None:

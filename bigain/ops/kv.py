@@ -38,7 +38,7 @@ def _nearest_grid(x: torch.Tensor, h: int, w: int, factor: int) -> torch.Tensor:
     """(B, h//s, w//s, C), a strided view when s divides both sides ((s·i + s//2) is nearest-exact)."""
     b, n, c = x.shape
     ho, wo = _check(n, h, w, factor)
-    g = x.view(b, h, w, c)
+    g = x.reshape(b, h, w, c)
     if h == ho * factor and w == wo * factor:
         return g[:, factor // 2 :: factor, factor // 2 :: factor]
     rows = constant(("ne", h, ho, x.device), lambda: nearest_exact_index(h, ho, x.device))
@@ -51,7 +51,7 @@ def _avg_grid(x: torch.Tensor, h: int, w: int, factor: int) -> torch.Tensor:
     b, n, c = x.shape
     ho, wo = _check(n, h, w, factor)
     kernel = (h // ho, w // wo)
-    return F.avg_pool2d(x.view(b, h, w, c).permute(0, 3, 1, 2), kernel).permute(0, 2, 3, 1)
+    return F.avg_pool2d(x.reshape(b, h, w, c).permute(0, 3, 1, 2), kernel).permute(0, 2, 3, 1)
 
 
 def nearest_exact_tokens(x: torch.Tensor, h: int, w: int, factor: int) -> torch.Tensor:

@@ -16,7 +16,7 @@ def _grid(x: torch.Tensor, h: int, w: int) -> torch.Tensor:
     if n != h * w:
         raise ValueError(f"laplacian: {n} tokens do not form a {h}x{w} grid")
     # (B, C, h, w) as a view of the channel-last tokens: convolution reads channels_last directly
-    return x.view(b, h, w, c).permute(0, 3, 1, 2)
+    return x.reshape(b, h, w, c).permute(0, 3, 1, 2)
 
 
 def laplacian_response(x: torch.Tensor, h: int, w: int) -> torch.Tensor:

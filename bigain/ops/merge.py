@@ -180,7 +180,7 @@ class Merge:
     def merge(self, x: torch.Tensor) -> torch.Tensor:
         """(B, N, C) → (B, N − r, C): unweighted mean of each destination and its sources."""
         b, n, c = x.shape
-        out = x.new_zeros(b * self.n_out, c).index_add_(0, self.flat, x.view(b * n, c))
+        out = x.new_zeros(b * self.n_out, c).index_add_(0, self.flat, x.reshape(b * n, c))
         return out.div_(self.count).view(b, self.n_out, c)
 
     def unmerge(self, y: torch.Tensor) -> torch.Tensor:
