@@ -71,9 +71,22 @@ def _dit_call(net, b: int = 2):
     return lambda: net(x, timestep=t, class_labels=labels).sample
 
 
+def _shipped_digits_dit() -> torch.nn.Module:
+    """A private copy of the shipped digits DiT (the loader's cached one stays patched as it was)."""
+    import copy
+
+    net = bigain.load_model("digits-dit").denoiser
+    method, blocks = patch.active_method(net), patch._state(net).default_blocks
+    bigain.remove(net)
+    try:
+        return copy.deepcopy(net)
+    finally:
+        bigain.apply(net, method, blocks=blocks)
+
+
 @pytest.fixture(scope="module")
 def backbones():
-    digits = bigain.load_model("digits-dit").denoiser
+    digits = _shipped_digits_dit()
     return {
         "sd2": (sd2_shaped(), _unet_call),
         "dit-xl-2": (dit_xl2_shaped(), _dit_call),
