@@ -275,7 +275,7 @@ class BigainProcessor:
         usable = encoder_hidden_states is None and attention_mask is None and hidden_states.ndim == 3
         if method is None or info is None or not usable or self.index not in info.grids:
             return self.original(attn, hidden_states, **kw)  # not compressed here, or called outside a forward
-        _b, n, _ = hidden_states.shape
+        n = hidden_states.shape[1]
         h, w = info.grids[self.index]
         if h * w != n:
             h, w = _grid(info.hw, n, self.target.downsample)
@@ -332,6 +332,15 @@ def _begin(state: _State, sample: torch.Tensor, t: Any, kwargs: dict[str, Any]) 
     loc.method, loc.info = method, _call_info(state, sample, t, method, kwargs)
 
 
+def _end_hook(state: _State):
+    """After the forward: a block called on its own later runs uncompressed (no grid is known for it)."""
+
+    def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+        state.local.method, state.local.info = None, None
+
+    return hook
+
+
 def _block_hook(state: _State):
     def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
         state.local.metric = kwargs.get("hidden_states", args[0] if args else None)
@@ -352,6 +361,7 @@ def _text_len_hook(state: _State):
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:
     state = _State(model, blocks)
     state.hooks.append(model.register_forward_pre_hook(_model_hook(state), with_kwargs=True))
+    state.hooks.append(model.register_forward_hook(_end_hook(state), with_kwargs=True))
     for i, site in enumerate(state.backbone.sites):
         wrapper = BigainProcessor if site.target.kind == "self" else JointProcessor
         state.originals[site.attn] = site.attn.processor

@@ -288,3 +288,15 @@ def test_apply_with_a_bad_method_says_so(unet) -> None:
     with pytest.raises(TypeError, match="expected a bigain Method"):
         bigain.apply(unet, "lgtm")
     assert not bigain.is_patched(unet)
+
+
+def test_a_block_called_on_its_own_runs_uncompressed(dit, dit_inputs) -> None:
+    x, t, labels = dit_inputs
+    bigain.apply(dit, ToMe(ratio=0.5))
+    block = dit.transformer_blocks[1]
+    tokens = torch.randn(2, 64, 16)
+    emb = dict(timestep=t, class_labels=labels)
+    with torch.no_grad():
+        plain = block(tokens, **emb)
+        dit(x, **emb)  # a forward leaves no per-call state behind
+        assert torch.equal(block(tokens, **emb), plain)

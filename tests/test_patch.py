@@ -85,7 +85,7 @@ def test_remove_is_bit_identical_to_never_patched(unet, unet_inputs) -> None:
     bigain.remove(unet)
     assert not bigain.is_patched(unet)
     assert all(m.processor is originals[n] for n, m in unet.named_modules() if hasattr(m, "processor"))
-    assert not unet._forward_pre_hooks and all(not m._forward_pre_hooks for m in unet.modules())
+    assert all(not m._forward_pre_hooks and not m._forward_hooks for m in unet.modules())
     assert torch.equal(run_unet(unet, unet_inputs), expected)
 
 
