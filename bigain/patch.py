@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from bigain.backbones import Backbone, JointProcessor, Target, adapter_for
+from bigain.backbones.base import WrappedProcessor
 from bigain.methods import AttnCall, Baseline, CallInfo, Method
 from bigain.ops import rng
 from bigain.record import current as current_recorder
@@ -198,12 +199,19 @@ def host_step(model: Any, t: Any = None, fresh: bool = False, step: Step | None 
     if state is None:
         yield step
         return
-    old = getattr(state.local, "step", None)
-    state.local.step = step
-    try:
+    with _thread_value(state, "step", step):
         yield step
+
+
+@contextmanager
+def _thread_value(state: _State, name: str, value: Any) -> Iterator[None]:
+    """Set a per-thread attribute for the block, then restore what was there (nesting works)."""
+    old = getattr(state.local, name, None)
+    setattr(state.local, name, value)
+    try:
+        yield
     finally:
-        state.local.step = old
+        setattr(state.local, name, old)
 
 
 def own_key(model: Any) -> torch.Tensor | None:
@@ -248,14 +256,8 @@ def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method, kwar
     return CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
 
 
-class BigainProcessor:
+class BigainProcessor(WrappedProcessor):
     """Wraps one ``attn1`` processor; compresses when the active method targets this block."""
-
-    def __init__(self, state: _State, target: Target, index: int, original: Any) -> None:
-        self.state = state
-        self.target = target
-        self.index = index
-        self.original = original
 
     def __call__(
         self,
@@ -468,12 +470,10 @@ def compress(model: Any, method: Method) -> Iterator[torch.nn.Module]:
             state = _install(net, None)
             state.auto = True
         state.users += 1
-    old = getattr(state.local, "override", None)
-    state.local.override = method
     try:
-        yield net
+        with _thread_value(state, "override", method):
+            yield net
     finally:
-        state.local.override = old
         with _LOCK:
             state.users -= 1
             if state.auto and state.users == 0 and _state(net) is state:

@@ -40,6 +40,16 @@ class Site:
     block: nn.Module
 
 
+class WrappedProcessor:
+    """Base of the processors patching installs: the original processor and what it stands for."""
+
+    def __init__(self, state: Any, target: Target, index: int, original: Any) -> None:
+        self.state = state  # the model's patch state (bigain.patch._State)
+        self.target = target
+        self.index = index  # position among the model's targets
+        self.original = original
+
+
 class Backbone:
     """Base adapter. One instance per patched model; subclasses are registered by model class name."""
 

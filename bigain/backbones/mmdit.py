@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigain.backbones.base import Backbone, Site, Target
+from bigain.backbones.base import Backbone, Site, Target, WrappedProcessor
 from bigain.methods import AttnCall
 from bigain.record import emit
 
@@ -69,15 +69,9 @@ class Flux(Backbone):
         return side, side
 
 
-class JointProcessor:
+class JointProcessor(WrappedProcessor):
     """Wraps the processor of one joint attention; compresses its image tokens when the active method
     targets this block, else runs the original processor."""
-
-    def __init__(self, state: Any, target: Target, index: int, original: Any) -> None:
-        self.state = state
-        self.target = target
-        self.index = index
-        self.original = original
 
     def __call__(
         self,
