@@ -234,3 +234,16 @@ def test_dockerfile_runs_as_uid_1000_on_7860_with_writable_caches() -> None:
                    "HF_HOME=", "TRITON_CACHE_DIR=", "MPLCONFIGDIR=", "GRADIO_TEMP_DIR=",
                    "-r requirements.txt", "-e . --no-deps", 'CMD ["python", "app.py"]'):  # fmt: skip
         assert needle in text, needle
+
+
+def test_execution_setting_offers_only_what_runs_here(monkeypatch) -> None:
+    monkeypatch.setattr(app, "ZERO_GPU", False)
+    monkeypatch.setattr(app.execution, "default_device", lambda: "cpu")
+    assert app._execution_modes() == ["eager", "compile"]
+    assert app._execution(None) == "eager"
+    with pytest.raises(ValueError, match="not available here"):
+        app._execution("cudagraph")
+    monkeypatch.setattr(app, "ZERO_GPU", True)  # ZeroGPU: a borrowed CUDA GPU, no torch.compile
+    assert app._execution_modes() == ["eager", "cudagraph"]
+    with pytest.raises(gr.Error, match="not available here"):
+        app.generate("digits-dit", "7", TWO, steps=STEPS, execution="compile", progress=_quiet)
