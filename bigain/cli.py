@@ -95,8 +95,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--models", nargs="+", default=["digits-dit", "digits-unet"])
     e.add_argument("--limit", type=int, default=None, help="evaluate this many test images (default: all 360)")
     e.add_argument("--samples", type=int, default=100, help="generated samples per class (0: skip)")
-    e.add_argument("--methods", nargs="+", default=None, help="method keys for classification (default: all)")
-    e.add_argument("--gen-methods", nargs="+", default=None, help="method keys for generation (default: key set)")
+    e.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method keys for classification, or groups: all, default, cached (default: every uncached method); "
+        "earlier rows on the same weights and images that this run does not measure are kept",
+    )
+    e.add_argument(
+        "--gen-methods",
+        nargs="+",
+        default=None,
+        help="method keys for generation, or groups: all, default, cached (default: the key set); "
+        "earlier rows with the same samples setting that this run does not measure are kept",
+    )
     e.add_argument("--skip-classify", action="store_true")
     e.add_argument("--grid-only", action="store_true", help="only the labelled sample picture (1 per class, seed 0)")
     e.add_argument("--device", default=None)

@@ -1,30 +1,39 @@
 """The small-scale replication on the embedded digits models: ``python -m bigain eval digits``.
 
 For each model and each method (Baseline; ToMe and L-GTM at ratio 0.3/0.5/0.7; ToDo and IE-KVD at
-factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo):
+factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo; on request, the
+cached-assignment variants of ToMe / L-GTM, method doc §L, next to the method they cache):
 
 * classification: the diffusion classifier (model card protocol: 10 shared-noise timesteps
   range(50, 1000, 100) for all 10 classes, seed = image index) on every image of the test split;
-  top-1 with Wilson 95% intervals and an exact McNemar test of L-GTM vs ToMe at the same ratio and
-  of IE-KVD vs ToDo (and of every method vs Baseline), on the same images;
+  top-1 with Wilson 95% intervals and an exact McNemar test of L-GTM vs ToMe at the same ratio, of
+  IE-KVD vs ToDo, of each cached variant vs its uncached method (and of every method vs Baseline),
+  on the same images;
 * generation: ``--samples`` images per class (seed = class id, so every method starts from the
   same noise; DDIM 25 steps, guidance 2), judged by the reference classifier of
   :mod:`bigain.digits` (trained on the train split only): conditional accuracy, and FID / KID in its
-  128-d hidden-layer feature space against the test split (not Inception FID), and the mean
-  squared difference to the baseline's samples from the same noise.
+  128-d hidden-layer feature space against the test split (not Inception FID), the mean squared
+  difference to the baseline's samples from the same noise, and for the same pairs an exact
+  McNemar test on which samples are recognised and the mean squared difference between the pair's
+  samples.
 * sensitivity (:func:`sensitivity`, seconds): how far each method moves ε and the class contrast
   the classifier ranks on, next to swapping the class and zeroing self-attention.
 
-Writes ``assets/eval/<model>.json`` (with per-image predictions) and ``.md`` and a sample grid PNG;
-each part records its command and device, and a part a run skips keeps its earlier result when
-that was measured on the same weights.
+Writes ``assets/eval/<model>.json`` (with per-image predictions) and ``.md`` and a sample grid PNG.
+Results are kept **per row**: a run measures the rows it is asked for; rows of an earlier run on
+the same weights (same training record) and the same settings (test images and protocol; samples
+per class, sampler and reference classifier) that this run does not measure are kept, each with
+the command and device that produced it; a row measured again replaces the old one, which moves to
+the part's ``superseded`` list. A part a run skips keeps its earlier result as it was.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import math
 import platform
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -41,23 +50,46 @@ from bigain.models import assets_dir, cat, load_model
 from bigain.pipelines.classify import Protocol, classify
 from bigain.pipelines.generate import generate
 
-#: (key, spec) of every method the replication compares; the key names rows and JSON entries.
+#: (key, spec) of every method the replication knows; the key names rows and JSON entries. The
+#: cached-assignment variants (method doc §L) follow the method they cache.
 METHOD_SPECS: list[tuple[str, str]] = [
     ("baseline", "baseline"),
-    *[(f"tome-{r}", f"tome:ratio={r}") for r in (0.3, 0.5, 0.7)],
-    *[(f"lgtm-{r}", f"lgtm:ratio={r}") for r in (0.3, 0.5, 0.7)],
+    *[
+        row
+        for name in ("tome", "lgtm")
+        for row in (
+            (f"{name}-0.3", f"{name}:ratio=0.3"),
+            (f"{name}-0.5", f"{name}:ratio=0.5"),
+            (f"{name}-0.5-call", f"{name}:ratio=0.5;reuse=call"),
+            (f"{name}-0.7", f"{name}:ratio=0.7"),
+            (f"{name}-0.7-call", f"{name}:ratio=0.7;reuse=call"),
+            (f"{name}-0.7-steps3", f"{name}:ratio=0.7;reuse=steps;every=3"),
+        )
+    ],
     ("todo-2", "todo:factor=2"),
     ("iekvd-2-a0", "iekvd:factor=2;alpha=0"),
     ("iekvd-2-a0.9", "iekvd:factor=2;alpha=0.9"),
     ("iekvd-2-a0.8-1.2", "iekvd:factor=2;alpha=0.8;alpha_end=1.2"),
 ]
+#: Cached-assignment variant → the uncached method it caches. ``-steps3`` keys only change
+#: generation: the classifier's denoiser calls are new batches, which always recompute.
+CACHED: dict[str, str] = {
+    f"{name}-{r}-{how}": f"{name}-{r}"
+    for name in ("tome", "lgtm")
+    for r, how in (("0.5", "call"), ("0.7", "call"), ("0.7", "steps3"))
+}
+#: Methods classified by default: every uncached one (the cached variants on request: ``cached``).
+CLASSIFY_DEFAULT: list[str] = [k for k, _ in METHOD_SPECS if k not in CACHED]
 #: Methods whose samples are judged by default (the issue's set plus IE-KVD's generation schedule).
 GEN_DEFAULT: list[str] = ["baseline", "tome-0.5", "tome-0.7", "lgtm-0.5", "lgtm-0.7", "todo-2", "iekvd-2-a0.8-1.2"]
 #: Paired comparisons: (method, reference).
 PAIRS: list[tuple[str, str]] = [
     *[(f"lgtm-{r}", f"tome-{r}") for r in (0.3, 0.5, 0.7)],
     *[(k, "todo-2") for k in ("iekvd-2-a0", "iekvd-2-a0.9", "iekvd-2-a0.8-1.2")],
+    *CACHED.items(),
 ]
+#: Key groups the command line accepts next to single keys.
+GROUPS = ("all", "default", "cached")
 
 
 def mcnemar_exact(a: list[bool], b: list[bool]) -> dict[str, Any]:
@@ -74,11 +106,39 @@ def mcnemar_exact(a: list[bool], b: list[bool]) -> dict[str, Any]:
     return {"a_only": b01, "b_only": b10, "p": p}
 
 
-def _methods(keys: list[str] | None) -> list[tuple[str, Method]]:
-    chosen = [(k, parse_method(s)) for k, s in METHOD_SPECS if keys is None or k in keys]
-    if keys is not None and len(chosen) != len(set(keys)):
-        raise ValueError(f"unknown method keys {sorted(set(keys) - {k for k, _ in chosen})}; see {METHOD_SPECS}")
-    return chosen
+def _methods(
+    keys: list[str] | None, default: list[str] | None = None, part: str | None = None
+) -> list[tuple[str, Method]]:
+    """(key, method) for ``keys`` (None: ``default``, or every key), in :data:`METHOD_SPECS` order.
+    Keys may name groups: ``all``, ``default`` (the part's default set) and ``cached`` (the
+    cached-assignment variants). For ``part="classification"`` the ``reuse="steps"`` variants
+    are left out of groups and refused by name: there they would repeat their uncached method."""
+    specs = {k: s for k, s in METHOD_SPECS}
+    steps = {k for k, s in METHOD_SPECS if "reuse=steps" in s} if part == "classification" else set()
+    wanted: list[str] = []
+    for key in (default if default is not None else list(specs)) if keys is None else keys:
+        if key == "all":
+            wanted += [k for k in specs if k not in steps]
+        elif key == "default":
+            wanted += default if default is not None else list(specs)
+        elif key == "cached":
+            wanted += [k for k in CACHED if k not in steps]
+        elif key in steps:
+            raise ValueError(
+                f"{key}: reuse=steps only changes generation (the classifier's calls are new batches, which always "
+                f"recompute), so it would repeat {CACHED[key]}; use it in --gen-methods"
+            )
+        else:
+            wanted.append(key)
+    unknown = sorted(set(wanted) - set(specs))
+    if unknown:
+        raise ValueError(f"unknown method keys {unknown}; groups {list(GROUPS)} or one of {list(specs)}")
+    return [(k, parse_method(s)) for k, s in METHOD_SPECS if k in wanted]
+
+
+def _order(key: str) -> tuple[int, str]:
+    keys = [k for k, _ in METHOD_SPECS]
+    return (keys.index(key) if key in keys else len(keys), key)
 
 
 def eval_classification(model, methods, limit: int | None, progress) -> dict[str, Any]:
@@ -87,7 +147,7 @@ def eval_classification(model, methods, limit: int | None, progress) -> dict[str
     idx = np.linspace(0, len(y) - 1, n).round().astype(int) if n < len(y) else np.arange(len(y))
     out: dict[str, Any] = {"images": idx.tolist(), "labels": y[idx].tolist(), "methods": {}}
     proto = Protocol.from_dict(model.card.protocol)
-    out["protocol"] = asdict(proto)
+    out["protocol"] = _json_like(asdict(proto))
     for key, meth in methods:
         t0 = time.perf_counter()
         preds, evals, den = [], 0, 0.0
@@ -111,14 +171,92 @@ def eval_classification(model, methods, limit: int | None, progress) -> dict[str
             "wall_s": time.perf_counter() - t0,
             "pred": preds,
         }
-    res = out["methods"]
-    out["paired"] = {}
-    for a, b in [*PAIRS, *[(k, "baseline") for k in res if k != "baseline"]]:
-        if a in res and b in res:
-            ca = [p == t for p, t in zip(res[a]["pred"], out["labels"], strict=True)]
-            cb = [p == t for p, t in zip(res[b]["pred"], out["labels"], strict=True)]
-            out["paired"][f"{a} vs {b}"] = mcnemar_exact(ca, cb)
+    out["paired"] = paired_tests(out, "classification")
     return out
+
+
+def _outcomes(part: dict[str, Any], row: dict[str, Any], kind: str) -> list[bool] | None:
+    """Per-image (classification) or per-sample (generation: recognised as its class) outcomes."""
+    if "pred" not in row:
+        return None  # a generation row from before per-sample predictions were recorded
+    if kind == "classification":
+        return [p == t for p, t in zip(row["pred"], part["labels"], strict=True)]
+    labels = [c for c in range(digits.NUM_CLASSES) for _ in range(part["per_class"])]
+    return [int(p) == t for p, t in zip(row["pred"], labels, strict=True)]
+
+
+def paired_tests(part: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Exact McNemar tests of :data:`PAIRS` (classification: also every method vs Baseline) on the
+    rows of ``part``; ``same_run`` says whether both rows come from one run (same command and
+    device); generation pairs of one run also get ``mse``, the mean squared difference between
+    their samples (same noise)."""
+    res = part["methods"]
+    pairs = list(PAIRS)
+    if kind == "classification":
+        pairs += [(k, "baseline") for k in res if k != "baseline"]
+    out: dict[str, Any] = {}
+    for a, b in pairs:
+        if a not in res or b not in res:
+            continue
+        ca, cb = _outcomes(part, res[a], kind), _outcomes(part, res[b], kind)
+        if ca is None or cb is None:
+            continue
+        t = mcnemar_exact(ca, cb)
+        t["same_run"] = res[a].get("run") == res[b].get("run")
+        if kind == "generation" and t["same_run"] and b in res[a].get("mse_vs", {}):
+            t["mse"] = res[a]["mse_vs"][b]
+        out[f"{a} vs {b}"] = t
+    return out
+
+
+def _json_like(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def same_settings(old: dict[str, Any], new: dict[str, Any], kind: str) -> bool:
+    """Whether rows of ``old`` can stand next to rows of ``new`` in one table: the same test images
+    and protocol (classification); the same samples per class, sampler and reference classifier
+    (generation: its train-vs-test FID may differ in the last digits between machines)."""
+    if kind == "classification":
+        return all(_json_like(old.get(k)) == _json_like(new[k]) for k in ("images", "labels", "protocol"))
+    if any(old.get(k) != new[k] for k in ("per_class", "steps", "guidance")):
+        return False
+    a, b = old.get("reference") or {}, new["reference"]
+    return (
+        a.get("model") == b["model"]
+        and a.get("test_acc") == b["test_acc"]
+        and abs(a.get("fid_ref_train_vs_test", math.inf) - b["fid_ref_train_vs_test"]) < 1e-3
+    )
+
+
+def merge_part(old: dict[str, Any] | None, new: dict[str, Any], run: dict[str, str], kind: str) -> dict[str, Any]:
+    """The part ``new`` just measured by ``run``, with the rows of ``old`` (the same part from an
+    earlier run on the same weights) it did not measure, when :func:`same_settings` allows.
+
+    Every row records the run (command, device) that measured it; rows of ``old`` without one get
+    ``old["run"]``. A row measured again replaces the old one, which is appended to
+    ``superseded[key]``; rows are ordered as :data:`METHOD_SPECS`; the paired tests are redone."""
+    rows = {k: {**r, "run": run} for k, r in new["methods"].items()}
+    superseded: dict[str, list[dict[str, Any]]] = {}
+    if old is not None and same_settings(old, new, kind):
+        first = old.get("run", {})
+        superseded = {k: list(v) for k, v in old.get("superseded", {}).items()}
+        for k, r in old["methods"].items():
+            r = r if "run" in r else {**r, "run": first}
+            if k in rows:
+                superseded.setdefault(k, []).append(r)
+            else:
+                rows[k] = r
+    elif old is not None:
+        print(f"note: the earlier {kind} rows ({len(old['methods'])}) were measured with other settings; "
+              "they are replaced", file=sys.stderr)  # fmt: skip
+    part = {k: v for k, v in new.items() if k not in ("methods", "paired", "run", "superseded")}
+    part["run"] = run
+    part["methods"] = {k: rows[k] for k in sorted(rows, key=_order)}
+    if superseded:
+        part["superseded"] = superseded
+    part["paired"] = paired_tests(part, kind)
+    return part
 
 
 #: Timesteps at which :func:`sensitivity` compares denoiser outputs.
@@ -221,7 +359,12 @@ def eval_generation(model, methods, per_class: int, progress) -> tuple[dict[str,
         }
         if "baseline" in samples and key != "baseline":
             row["mse_vs_baseline"] = float(((s - samples["baseline"]) ** 2).mean())
+        row["pred"] = "".join(str(int(p)) for p in pred)  # the reference classifier's label of every sample
+        row["thumbs"] = encode_tiles(first_tiles(s, per_class))  # the sample grid's row
         out["methods"][key] = row
+    for a, b in PAIRS:  # the same noise: how far one method's samples are from the other's
+        if a in samples and b in samples:
+            out["methods"][a].setdefault("mse_vs", {})[b] = float(((samples[a] - samples[b]) ** 2).mean())
     return out, samples
 
 
@@ -236,26 +379,65 @@ def _reference_record(ref, x_test, y_test) -> dict[str, Any]:
     }
 
 
+def first_tiles(samples: np.ndarray, per_class: int) -> np.ndarray:
+    """(10, H, W) uint8: the first sample of each class from (N, 1, H, W) samples in [-1, 1]."""
+    return np.stack([((samples[c * per_class, 0] + 1) * 127.5).clip(0, 255).astype(np.uint8) for c in range(10)])
+
+
+def encode_tiles(tiles: np.ndarray) -> str:
+    return base64.b64encode(np.ascontiguousarray(tiles, dtype=np.uint8).tobytes()).decode("ascii")
+
+
+def decode_tiles(text: str) -> np.ndarray:
+    flat = np.frombuffer(base64.b64decode(text), dtype=np.uint8)
+    side = math.isqrt(len(flat) // 10)
+    return flat.reshape(10, side, side)
+
+
+GRID_SCALE, GRID_GAP = 3, 2
+
+
 def sample_grid(
-    samples: dict[str, np.ndarray], labels: dict[str, str], per_class: int, path: Path, scale: int = 3
+    samples: dict[str, np.ndarray], labels: dict[str, str], per_class: int, path: Path, scale: int = GRID_SCALE
 ) -> None:
     """One row per method (labelled), one column per class: the first sample of each class, which
     starts from the same noise for every method, so rows differ only by the method."""
+    tile_grid({k: first_tiles(s, per_class) for k, s in samples.items()}, labels, path, scale)
+
+
+def tile_grid(tiles: dict[str, np.ndarray], labels: dict[str, str], path: Path, scale: int = GRID_SCALE) -> None:
+    """:func:`sample_grid` from (10, H, W) uint8 tiles per row key."""
     from PIL import ImageDraw
 
-    tile, gap, margin = 16 * scale, 2, 150
-    keys = list(samples)
-    img = Image.new("L", (margin + 10 * (tile + gap), len(keys) * (tile + gap)), 40)
+    texts = {k: labels[k].replace("α", "a").replace("→", "->") for k in tiles}  # the default bitmap font is ASCII
+    probe = ImageDraw.Draw(Image.new("L", (1, 1)))
+    margin = max([150, *[int(probe.textlength(t)) + 12 for t in texts.values()]])
+    side = next(iter(tiles.values())).shape[-1] if tiles else 16
+    tile, gap = side * scale, GRID_GAP
+    img = Image.new("L", (margin + 10 * (tile + gap), len(tiles) * (tile + gap)), 40)
     draw = ImageDraw.Draw(img)
-    for r, key in enumerate(keys):
+    for r, (key, row) in enumerate(tiles.items()):
         y = r * (tile + gap)
-        text = labels[key].replace("α", "a").replace("→", "->")  # the default bitmap font is ASCII
-        draw.text((4, y + tile // 2 - 5), text, fill=230)
+        draw.text((4, y + tile // 2 - 5), texts[key], fill=230)
         for c in range(10):
-            a = ((samples[key][c * per_class, 0] + 1) * 127.5).clip(0, 255).astype(np.uint8)
-            cell = Image.fromarray(a).resize((tile, tile), Image.NEAREST)
+            cell = Image.fromarray(row[c]).resize((tile, tile), Image.NEAREST)
             img.paste(cell, (margin + c * (tile + gap), y))
     img.convert("RGB").save(path)
+
+
+def tiles_from_grid(path: Path, n_rows: int, side: int = 16, scale: int = GRID_SCALE) -> list[np.ndarray] | None:
+    """The (10, side, side) tiles of each row of a picture :func:`tile_grid` wrote (exact: nearest
+    upscaling of uint8 pixels); None where the file is missing or is not ``n_rows`` rows of that layout."""
+    if not path.is_file():
+        return None
+    tile, gap = side * scale, GRID_GAP
+    img = np.asarray(Image.open(path).convert("L"))
+    margin = img.shape[1] - 10 * (tile + gap)
+    if n_rows < 1 or img.shape[0] != n_rows * (tile + gap) or margin < 0:
+        return None
+    xs = range(margin, margin + 10 * (tile + gap), tile + gap)
+    rows = range(0, n_rows * (tile + gap), tile + gap)
+    return [np.stack([img[y : y + tile : scale, x : x + tile : scale] for x in xs]) for y in rows]
 
 
 def grid_only(model_name: str, out_dir: Path | None = None, keys: list[str] | None = None) -> Path:
@@ -276,33 +458,36 @@ def markdown(res: dict[str, Any]) -> str:
     lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
     if c:
         n_t = c["protocol"]
+        runs = _runs(c)
         lines += [
             f"## Diffusion-classifier top-1 on the test split ({len(c['images'])} images; protocol {n_t})",
             *_provenance(c),
             "",
-            "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |",
-            "|---|---|---|---|---|---|",
+            "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |" + _run_head(runs),
+            "|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
         ]
         base = c["methods"].get("baseline", {}).get("acc")
         for r in c["methods"].values():
             d = "" if base is None else f"{r['acc'] - base:+.1f}"
             lines.append(
                 f"| {r['method']} | {r['acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {d} | "
-                f"{r['evals_per_image']:.0f} | {r['denoiser_s_per_image']:.3f} |"
+                f"{r['evals_per_image']:.0f} | {r['denoiser_s_per_image']:.3f} |" + _run_cell(r, runs)
             )
         lines += [
             "",
             "Exact McNemar tests (paired on the same images):",
             "",
-            "| pair | only first right | only second right | p |",
+            "| pair | only first right | only second right | p |" + (" same run |" if len(runs) > 1 else ""),
         ]
-        lines += ["|---|---|---|---|"]
+        lines += ["|---|---|---|---|" + "---|" * (len(runs) > 1)]
         for pair, t in c["paired"].items():
-            lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |")
+            lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |" + _same_run_cell(t, runs))
+        lines += _superseded_md(c, runs, "classification")
     if res.get("sensitivity"):
         lines += _sensitivity_md(res["sensitivity"], c)
     if g:
         ref = g["reference"]
+        runs = _runs(g)
         lines += [
             "",
             f"## Generated samples ({g['per_class']} per class, DDIM {g['steps']} steps, guidance {g['guidance']})",
@@ -311,16 +496,87 @@ def markdown(res: dict[str, Any]) -> str:
             f"Reference classifier: {ref['model']}, test accuracy {ref['test_acc']:.1f}%; "
             f"train-vs-test FID_ref {ref['fid_ref_train_vs_test']:.2f} (a floor for real data).",
             "",
-            "| method | recognised % | Wilson 95% | FID_ref | KID_ref | MSE vs baseline | denoiser s/call |",
-            "|---|---|---|---|---|---|---|",
+            "| method | recognised % | Wilson 95% | FID_ref | KID_ref | MSE vs baseline | denoiser s/call |"
+            + _run_head(runs),
+            "|---|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
         ]
         for r in g["methods"].values():
             mse = f"{r['mse_vs_baseline']:.4f}" if "mse_vs_baseline" in r else "—"
             lines.append(
                 f"| {r['method']} | {r['cond_acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {r['fid_ref']:.2f} | "
-                f"{r['kid_ref']:.4f} | {mse} | {r['denoiser_s_per_call']:.4f} |"
+                f"{r['kid_ref']:.4f} | {mse} | {r['denoiser_s_per_call']:.4f} |" + _run_cell(r, runs)
             )
+        if g.get("paired"):
+            lines += [
+                "",
+                "Paired on the same noise: exact McNemar tests on which samples the reference classifier recognises,",
+                "and the mean squared difference between the two methods' samples (rows of one run only):",
+                "",
+                "| pair | only first recognised | only second recognised | p | MSE between samples |"
+                + (" same run |" if len(runs) > 1 else ""),
+                "|---|---|---|---|---|" + "---|" * (len(runs) > 1),
+            ]
+            for pair, t in g["paired"].items():
+                mse = f"{t['mse']:.4f}" if "mse" in t else "—"
+                lines.append(
+                    f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} | {mse} |" + _same_run_cell(t, runs)
+                )
+        lines += _superseded_md(g, runs, "generation")
     return "\n".join(lines) + "\n"
+
+
+def _runs(part: dict[str, Any]) -> list[dict[str, str]]:
+    """The distinct runs (command, device) behind a part's rows: earlier ones in order of
+    appearance, then the part's own (latest) run."""
+    runs: list[dict[str, str]] = []
+    rows = [*part["methods"].values(), *[r for v in part.get("superseded", {}).values() for r in v]]
+    for r in rows:
+        run = r.get("run") or part.get("run")
+        if run and run not in runs:
+            runs.append(run)
+    if part.get("run") in runs:
+        runs.remove(part["run"])
+        runs.append(part["run"])
+    return runs or ([part["run"]] if part.get("run") else [])
+
+
+def _run_head(runs: list[dict[str, str]]) -> str:
+    return " run |" if len(runs) > 1 else ""
+
+
+def _run_cell(row: dict[str, Any], runs: list[dict[str, str]], part_run: dict[str, str] | None = None) -> str:
+    if len(runs) <= 1:
+        return ""
+    run = row.get("run") or part_run
+    return f" [{runs.index(run) + 1}] |" if run in runs else " ? |"
+
+
+def _same_run_cell(t: dict[str, Any], runs: list[dict[str, str]]) -> str:
+    if len(runs) <= 1:
+        return ""
+    return {True: " yes |", False: " no |"}.get(t.get("same_run"), " ? |")
+
+
+def _superseded_md(part: dict[str, Any], runs: list[dict[str, str]], kind: str) -> list[str]:
+    old = part.get("superseded") or {}
+    if not old:
+        return []
+    what = "top-1 %" if kind == "classification" else "recognised %"
+    lines = [
+        "",
+        "Earlier measurements of re-measured rows (replaced above, kept in the JSON under `superseded`):",
+        "",
+        f"| method | {what} | Wilson 95% |" + (" FID_ref |" if kind == "generation" else "") + " run |",
+        "|---|---|---|" + "---|" * (kind == "generation") + "---|",
+    ]
+    for key in sorted(old, key=_order):
+        for r in old[key]:
+            acc = r["acc"] if kind == "classification" else r["cond_acc"]
+            fid = f" {r['fid_ref']:.2f} |" if kind == "generation" else ""
+            run = r.get("run")
+            ref = f"[{runs.index(run) + 1}]" if run in runs else "?"
+            lines.append(f"| {r['method']} | {acc:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} |{fid} {ref} |")
+    return lines
 
 
 def run(
@@ -336,8 +592,12 @@ def run(
     command: str = "",
     progress=None,
 ) -> dict[str, Any]:
-    """Evaluate one embedded model; writes ``<out_dir>/<model>.json|.md|-samples.png`` and returns the result."""
+    """Evaluate one embedded model; writes ``<out_dir>/<model>.json|.md|-samples.png`` and returns
+    the result. Rows of an earlier result on the same weights and settings that this run does not
+    measure are kept (:func:`merge_part`)."""
     progress = progress or (lambda desc, i, n: None)
+    cls_methods = _methods(method_keys, CLASSIFY_DEFAULT, "classification")
+    gen_methods = _methods(gen_keys, GEN_DEFAULT, "generation")
     model = load_model(model_name, device=device)
     out_dir = out_dir or assets_dir() / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -354,21 +614,54 @@ def run(
         "logistic_regression": lr,
         "training": _training(model_name),
     }
-    # A part this run skips keeps its earlier result, if that was measured on the same weights.
+    # A part this run skips keeps its earlier result, if that was measured on the same weights;
+    # a part it measures keeps the earlier rows it does not measure (same weights and settings).
     res.update(_kept_parts(out_dir / f"{model.card.name}.json", res["training"]))
     t0 = time.perf_counter()
-    res["sensitivity"] = {**sensitivity(model, _methods(method_keys)), "run": run_info}
+    sens_methods = cls_methods
     if not skip_classify:
-        res["classification"] = {**eval_classification(model, _methods(method_keys), limit, progress), "run": run_info}
+        new = eval_classification(model, cls_methods, limit, progress)
+        res["classification"] = merge_part(res.get("classification"), new, run_info, "classification")
+        # the sensitivity section covers the whole table: the kept rows too (seconds)
+        known = {k for k, _ in METHOD_SPECS}
+        sens_methods = _methods([k for k in res["classification"]["methods"] if k in known])
         _write(res, out_dir, model.card.name)
+    res["sensitivity"] = {**sensitivity(model, sens_methods), "run": run_info}
     if not skip_generate and samples > 0:
-        gen, s = eval_generation(model, _methods(gen_keys or GEN_DEFAULT), samples, progress)
-        res["generation"] = {**gen, "run": run_info}
-        names = {k: m.label() for k, m in _methods(gen_keys or GEN_DEFAULT)}
-        sample_grid(s, names, samples, out_dir / f"{model.card.name}-samples.png")
+        gen, s = eval_generation(model, gen_methods, samples, progress)
+        grid = out_dir / f"{model.card.name}-samples.png"
+        old = res.get("generation")
+        res["generation"] = merge_part(old, gen, run_info, "generation")
+        _thumbs_from_old_grid(res["generation"], old, grid, s, samples)
+        rows = res["generation"]["methods"]
+        tiles = {k: decode_tiles(r["thumbs"]) for k, r in rows.items() if "thumbs" in r}
+        tile_grid(tiles, {k: rows[k]["method"] for k in tiles}, grid)
     res["wall_s"] = time.perf_counter() - t0
     _write(res, out_dir, model.card.name)
     return res
+
+
+def _thumbs_from_old_grid(
+    part: dict[str, Any], old: dict[str, Any] | None, grid: Path, samples: dict[str, np.ndarray], per_class: int
+) -> None:
+    """Kept generation rows from before thumbnails were recorded get theirs from the old picture,
+    if it holds exactly the old part's rows and its Baseline row matches the Baseline just sampled
+    from the same noise (so it is that part's picture, not a ``--grid-only`` one)."""
+    if old is None or "baseline" not in old["methods"] or "baseline" not in samples:
+        return
+    missing = [k for k, r in part["methods"].items() if "thumbs" not in r and k in old["methods"]]
+    if not missing:
+        return
+    tiles = tiles_from_grid(grid, len(old["methods"]), side=samples["baseline"].shape[-1])
+    if tiles is None:
+        return
+    by_key = dict(zip(old["methods"], tiles, strict=True))
+    diff = np.abs(by_key["baseline"].astype(int) - first_tiles(samples["baseline"], per_class).astype(int))
+    if diff.mean() > 2.0:  # another picture (device rounding moves a few pixels by a level or two)
+        print(f"note: {grid} is not the earlier samples' picture; kept rows stay out of it", file=sys.stderr)
+        return
+    for k in missing:
+        part["methods"][k]["thumbs"] = encode_tiles(by_key[k])
 
 
 def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]:
@@ -396,8 +689,14 @@ def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]
 
 
 def _provenance(part: dict[str, Any]) -> list[str]:
-    run = part.get("run")
-    return ["", f"Command: `{run['command']}`  ", f"Device: {run['device']}"] if run else []
+    """Command and device of the part, or of each run its rows come from (numbered as the run column)."""
+    runs = _runs(part) if "methods" in part else ([part["run"]] if part.get("run") else [])
+    if len(runs) <= 1:
+        return ["", f"Command: `{runs[0]['command']}`  ", f"Device: {runs[0]['device']}"] if runs else []
+    lines = ["", f"Rows come from {len(runs)} runs (column *run*):", ""]
+    for i, run in enumerate(runs, 1):
+        lines.append(f"* [{i}] Command: `{run['command']}`; device: {run['device']}")
+    return lines
 
 
 def _kept_parts(path: Path, training: dict[str, Any] | None) -> dict[str, Any]:

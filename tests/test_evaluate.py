@@ -353,3 +353,240 @@ def test_inception_fid_is_optional_and_explained(tmp_path: Path, monkeypatch: py
     assert lib is None and ("not installed" in reason or "weights" in reason)
     note = fidlib.how_to(tmp_path / "run", {"k": "lgtm-123"}, reason)
     assert f"python -m pytorch_fid {tmp_path / 'run' / 'real'} {tmp_path / 'run' / 'images' / 'lgtm-123'}" in note
+
+
+# ---- the digits replication (python -m bigain eval digits): cached-assignment rows, row merging ----
+
+
+def test_cached_assignment_specs_parse_and_pair_with_their_uncached_method() -> None:
+    from bigain import evaluate_digits as E
+    from bigain.methods import LGTM, ToMe, parse_method
+
+    specs = dict(E.METHOD_SPECS)
+    for key, base in E.CACHED.items():
+        m, b = parse_method(specs[key]), parse_method(specs[base])
+        assert type(m) is type(b) and type(m) in (ToMe, LGTM) and m.ratio == b.ratio
+        assert b.reuse == "off" and m.reuse == ("steps" if key.endswith("-steps3") else "call")
+        assert m.reuse_every == (3 if m.reuse == "steps" else 1) and (key, base) in E.PAIRS
+    assert sorted(E.CACHED) == sorted(
+        f"{n}-{r}-{h}" for n in ("tome", "lgtm") for r, h in (("0.5", "call"), ("0.7", "call"), ("0.7", "steps3"))
+    )
+    # defaults unchanged: the cached rows are asked for by name or as the `cached` group
+    assert not set(E.CACHED) & set(E.CLASSIFY_DEFAULT) and len(E.CLASSIFY_DEFAULT) == 11
+    assert not set(E.CACHED) & set(E.GEN_DEFAULT)
+    cls = [k for k, _ in E._methods(["cached", "tome-0.7"], E.CLASSIFY_DEFAULT, "classification")]
+    assert cls == ["tome-0.5-call", "tome-0.7", "tome-0.7-call", "lgtm-0.5-call", "lgtm-0.7-call"]
+    gen = [k for k, _ in E._methods(["cached"], E.GEN_DEFAULT, "generation")]
+    assert sorted(gen) == sorted(E.CACHED)
+    assert [k for k, _ in E._methods(None, E.CLASSIFY_DEFAULT, "classification")] == E.CLASSIFY_DEFAULT
+    assert "lgtm-0.7-steps3" not in [k for k, _ in E._methods(["all"], None, "classification")]
+    with pytest.raises(ValueError, match="reuse=steps only changes generation"):
+        E._methods(["lgtm-0.7-steps3"], E.CLASSIFY_DEFAULT, "classification")
+    with pytest.raises(ValueError, match="unknown method keys"):
+        E._methods(["tome-0.9-call"])
+
+
+def _cls_row(label: str, pred: list[int], labels: list[int]) -> dict:
+    from bigain import evaluate_digits as E
+
+    k = sum(p == t for p, t in zip(pred, labels, strict=True))
+    lo, hi = E.wilson(k, len(labels))
+    return {
+        "method": label,
+        "correct": k,
+        "n": len(labels),
+        "acc": 100 * k / len(labels),
+        "ci95": [100 * lo, 100 * hi],
+        "evals_per_image": 100.0,
+        "denoiser_s_per_image": 0.1,
+        "pred": pred,
+    }
+
+
+def _cls_part(rows: dict, labels: list[int], protocol: dict | None = None) -> dict:
+    return {
+        "images": list(range(len(labels))),
+        "labels": labels,
+        "protocol": protocol or {"n_pool": 10},
+        "methods": rows,
+    }
+
+
+def test_merging_new_rows_keeps_old_rows_and_their_provenance() -> None:
+    from bigain import evaluate_digits as E
+
+    labels = [0, 1, 2, 3, 4, 5]
+    gpu = {"command": "python -m bigain eval digits --device cuda", "device": "cuda:0 (8 threads)"}
+    cpu = {"command": "python -m bigain eval digits --methods cached lgtm-0.7", "device": "cpu (1 threads)"}
+    # an earlier part as the shipped JSON holds it: one run for the part, none per row
+    old = _cls_part(
+        {
+            "baseline": _cls_row("Baseline", labels, labels),
+            "lgtm-0.7": _cls_row("L-GTM r=0.7", [0, 1, 2, 3, 4, 0], labels),
+            "todo-2": _cls_row("ToDo s=2", [0, 1, 2, 3, 0, 0], labels),
+        },
+        labels,
+    )
+    old["run"], old["paired"] = gpu, {}
+    new = _cls_part(
+        {
+            "lgtm-0.7": _cls_row("L-GTM r=0.7", [0, 1, 2, 3, 0, 5], labels),
+            "lgtm-0.7-call": _cls_row("L-GTM r=0.7 cached/call", [0, 1, 2, 0, 0, 0], labels),
+        },
+        labels,
+    )
+    part = E.merge_part(old, new, cpu, "classification")
+    rows = part["methods"]
+    assert list(rows) == ["baseline", "lgtm-0.7", "lgtm-0.7-call", "todo-2"]  # METHOD_SPECS order
+    assert rows["baseline"]["run"] == rows["todo-2"]["run"] == gpu  # kept, with the run that measured them
+    assert rows["lgtm-0.7"]["run"] == rows["lgtm-0.7-call"]["run"] == part["run"] == cpu
+    assert rows["lgtm-0.7"]["pred"] == [0, 1, 2, 3, 0, 5]  # re-measured: the new row replaces the old one...
+    assert part["superseded"]["lgtm-0.7"][0]["pred"] == [0, 1, 2, 3, 4, 0]  # ...which is kept, with its run
+    assert part["superseded"]["lgtm-0.7"][0]["run"] == gpu
+    t = part["paired"]["lgtm-0.7-call vs lgtm-0.7"]
+    assert (t["a_only"], t["b_only"], t["same_run"]) == (0, 2, True)
+    assert part["paired"]["lgtm-0.7-call vs baseline"]["same_run"] is False
+    md = E.markdown({"model": "m", "logistic_regression_acc": 96.7, "classification": part})
+    assert f"[1] Command: `{gpu['command']}`; device: {gpu['device']}" in md
+    assert f"[2] Command: `{cpu['command']}`; device: {cpu['device']}" in md
+    assert "| L-GTM r=0.7 cached/call | 50.0 |" in md and md.count("| [1] |") == 3  # baseline, todo-2, superseded
+    assert "| lgtm-0.7-call vs lgtm-0.7 | 0 | 2 | 0.5 | yes |" in md
+    # a later run adding another row keeps both earlier runs' rows and the superseded one
+    more = _cls_part({"tome-0.7-call": _cls_row("ToMe r=0.7 cached/call", labels, labels)}, labels)
+    third = {"command": "python -m bigain eval digits --methods tome-0.7-call", "device": "cpu"}
+    again = E.merge_part(part, more, third, "classification")
+    assert {k: r["run"] for k, r in again["methods"].items() if k != "tome-0.7-call"} == {
+        k: r["run"] for k, r in rows.items()
+    }
+    assert again["superseded"] == part["superseded"] and "[3] Command:" in E.markdown(
+        {"model": "m", "logistic_regression_acc": 96.7, "classification": again}
+    )
+    # other test images or protocol: the earlier rows cannot share the table
+    other = _cls_part({"lgtm-0.7-call": new["methods"]["lgtm-0.7-call"]}, labels, {"n_pool": 4})
+    assert list(E.merge_part(old, other, cpu, "classification")["methods"]) == ["lgtm-0.7-call"]
+
+
+def test_generation_rows_merge_with_paired_recognition_tests() -> None:
+    from bigain import evaluate_digits as E
+
+    ref = {"model": "MLP", "test_acc": 98.9, "fid_ref_train_vs_test": 4.34113}
+    row = {
+        "recognised": 0,
+        "n": 20,
+        "cond_acc": 0.0,
+        "ci95": [0, 1],
+        "fid_ref": 1.0,
+        "kid_ref": 0.1,
+        "denoiser_s_per_call": 0.01,
+    }
+    old = {
+        "per_class": 2,
+        "steps": 25,
+        "guidance": 2.0,
+        "reference": ref,
+        "run": {"command": "a", "device": "cuda"},
+        "methods": {"baseline": {**row, "method": "Baseline"}, "tome-0.7": {**row, "method": "ToMe r=0.7"}},
+    }
+    truth = "".join(str(c) for c in range(10) for _ in range(2))
+    new = {
+        "per_class": 2,
+        "steps": 25,
+        "guidance": 2.0,
+        "reference": {**ref, "fid_ref_train_vs_test": 4.34112},
+        "methods": {
+            "tome-0.7": {**row, "method": "ToMe r=0.7", "pred": truth},
+            "tome-0.7-steps3": {
+                **row,
+                "method": "ToMe r=0.7 cached/3 steps",
+                "pred": "9" + truth[1:],
+                "mse_vs": {"tome-0.7": 0.02},
+            },
+        },
+    }
+    part = E.merge_part(old, new, {"command": "b", "device": "cpu"}, "generation")
+    assert list(part["methods"]) == ["baseline", "tome-0.7", "tome-0.7-steps3"]
+    assert part["methods"]["baseline"]["run"] == old["run"] and "tome-0.7" in part["superseded"]
+    t = part["paired"]["tome-0.7-steps3 vs tome-0.7"]
+    assert (t["a_only"], t["b_only"], t["mse"], t["same_run"]) == (0, 1, 0.02, True)
+    md = E.markdown({"model": "m", "logistic_regression_acc": 96.7, "generation": part})
+    assert "| tome-0.7-steps3 vs tome-0.7 | 0 | 1 | 1 | 0.0200 | yes |" in md and "Command: `a`; device: cuda" in md
+    # other samples per class: replaced, not mixed
+    three = {**new, "per_class": 3, "methods": {"tome-0.7": {**row, "method": "ToMe r=0.7"}}}
+    assert list(E.merge_part(old, three, {"command": "b", "device": "cpu"}, "generation")["methods"]) == ["tome-0.7"]
+
+
+def test_sample_grid_round_trips_its_tiles(tmp_path: Path) -> None:
+    from bigain import evaluate_digits as E
+
+    rng = np.random.default_rng(0)
+    tiles = {k: rng.integers(0, 256, (10, 16, 16), dtype=np.uint8) for k in ("baseline", "lgtm-0.7-steps3")}
+    labels = {"baseline": "Baseline", "lgtm-0.7-steps3": "L-GTM r=0.7 cached/3 steps"}
+    E.tile_grid(tiles, labels, tmp_path / "g.png")
+    back = E.tiles_from_grid(tmp_path / "g.png", 2)
+    assert back is not None and all(np.array_equal(a, b) for a, b in zip(tiles.values(), back, strict=True))
+    assert E.tiles_from_grid(tmp_path / "g.png", 3) is None  # not that many rows: not this picture
+    assert np.array_equal(E.decode_tiles(E.encode_tiles(tiles["baseline"])), tiles["baseline"])
+
+
+def test_eval_run_adds_rows_to_an_earlier_report(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """run() with the measuring stubbed out: only the asked-for rows are measured; the report, the
+    JSON and the sample picture keep the earlier rows, each with the command and device behind it."""
+    from types import SimpleNamespace
+
+    from bigain import evaluate_digits as E
+
+    labels, per_class = [3, 1, 4, 1, 5], 2
+    tiles = {k: np.full((10, 16, 16), v, dtype=np.uint8) for k, v in (("baseline", 200), ("todo-2", 90))}
+    samples = {k: np.repeat(t[:, None].astype(np.float32) / 127.5 - 1, per_class, axis=0) for k, t in
+               [("baseline", tiles["baseline"]), ("lgtm-0.7-call", tiles["todo-2"] // 3)]}  # fmt: skip
+    gen_row = {"recognised": 20, "n": 20, "cond_acc": 100.0, "ci95": [80, 100], "fid_ref": 1.0, "kid_ref": 0.1,
+               "denoiser_s_per_call": 0.01}  # fmt: skip
+    ref = {"model": "MLP", "test_acc": 98.9, "fid_ref_train_vs_test": 4.3}
+    gen_meta = {"per_class": per_class, "steps": 25, "guidance": 2.0, "reference": ref}
+    truth = "".join(str(c) for c in range(10) for _ in range(per_class))
+    gpu = {"command": "python -m bigain eval digits --device cuda", "device": "cuda:0"}
+    old_cls = _cls_part({"baseline": _cls_row("Baseline", labels, labels),
+                         "todo-2": _cls_row("ToDo s=2", [3, 1, 4, 1, 0], labels)}, labels)  # fmt: skip
+    old_gen = {**gen_meta, "methods": {"baseline": {**gen_row, "method": "Baseline"},
+                                       "todo-2": {**gen_row, "method": "ToDo s=2"}}}  # fmt: skip
+    old = {"model": "fake", **gpu, "training": None, "classification": old_cls, "generation": old_gen}
+    (tmp_path / "fake.json").write_text(json.dumps(old))
+    E.tile_grid(tiles, {"baseline": "Baseline", "todo-2": "ToDo s=2"}, tmp_path / "fake-samples.png")
+
+    def classification(model, methods, limit, progress):
+        keys = [k for k, _ in methods]
+        assert keys == ["lgtm-0.7-call"]
+        return _cls_part({"lgtm-0.7-call": _cls_row("L-GTM r=0.7 cached/call", [3, 1, 4, 0, 0], labels)}, labels)
+
+    def generation(model, methods, n, progress):
+        assert [k for k, _ in methods] == ["baseline", "lgtm-0.7-call"] and n == per_class
+        thumbs = {k: E.encode_tiles(E.first_tiles(s, n)) for k, s in samples.items()}
+        rows = {k: {**gen_row, "method": m.label(), "pred": truth, "thumbs": thumbs[k]} for k, m in methods}
+        return {**gen_meta, "methods": rows}, samples
+
+    model = SimpleNamespace(card=SimpleNamespace(name="fake"), device="cpu")
+    monkeypatch.setattr(E, "load_model", lambda name, device=None: model)
+    monkeypatch.setattr(E.digits, "logistic_baseline", lambda: {"correct": 348, "n": 360})
+    monkeypatch.setattr(E, "eval_classification", classification)
+    monkeypatch.setattr(E, "eval_generation", generation)
+    monkeypatch.setattr(E, "sensitivity", lambda model, methods: {"n_images": 1, "timesteps": [100], "seed": 0,
+                                                                  "ratio": {k: 0.1 for k, _ in methods}})  # fmt: skip
+    cmd = "python -m bigain eval digits --methods lgtm-0.7-call --gen-methods baseline lgtm-0.7-call"
+    res = E.run("fake", tmp_path, samples=per_class, method_keys=["lgtm-0.7-call"],
+                gen_keys=["baseline", "lgtm-0.7-call"], command=cmd)  # fmt: skip
+    saved = json.loads((tmp_path / "fake.json").read_text())
+    assert saved["classification"] == res["classification"]
+    c, g = saved["classification"]["methods"], saved["generation"]["methods"]
+    assert list(c) == ["baseline", "lgtm-0.7-call", "todo-2"] and list(g) == ["baseline", "lgtm-0.7-call", "todo-2"]
+    assert c["todo-2"]["run"] == c["baseline"]["run"] == g["todo-2"]["run"] == gpu
+    assert c["todo-2"]["pred"] == old_cls["methods"]["todo-2"]["pred"]
+    assert c["lgtm-0.7-call"]["run"]["command"] == cmd and g["baseline"]["run"]["command"] == cmd
+    assert list(saved["sensitivity"]["ratio"]) == ["baseline", "lgtm-0.7-call", "todo-2"]  # the whole table
+    # the earlier picture's rows carried over (its Baseline row matches the new Baseline): all three drawn
+    assert np.array_equal(E.decode_tiles(g["todo-2"]["thumbs"]), tiles["todo-2"])
+    drawn = E.tiles_from_grid(tmp_path / "fake-samples.png", 3)
+    assert drawn is not None and np.array_equal(drawn[2], tiles["todo-2"])
+    assert np.array_equal(drawn[1], E.first_tiles(samples["lgtm-0.7-call"], per_class))
+    md = (tmp_path / "fake.md").read_text()
+    assert f"[1] Command: `{gpu['command']}`; device: cuda:0" in md and f"[2] Command: `{cmd}`" in md
+    assert "| lgtm-0.7-call vs baseline | 0 | 2 | 0.5 | no |" in md
