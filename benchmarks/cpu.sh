@@ -5,6 +5,10 @@
 # speed-digits-*-cpu}.{json,md,png}; then BENCHMARKS.md. (The last two parts take about 15 minutes.)
 # On a quiet machine: THREADS=2 SUFFIX=-2threads ONLY=core benchmarks/cpu.sh (ops and SD 2 at 512 px; the
 # 768-px run is skipped unless ROUNDS_768 is set).
+# ONLY=modes: the figures of the execution-mode issue (about an hour): op counts per compressed layer vs the
+# budgets; compiled vs eager at batch 2 on the digits DiT and U-Net (shipped weights) and on SD 2 base at
+# 512 px (every method against the compiled baseline); eager SD 2 at 512 px, L-GTM 0.7 vs tomesd 0.7 with
+# tomesd on its own patched copy.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -12,6 +16,29 @@ T=${THREADS:-1}
 OUT=${OUT:-assets/bench}
 X=${SUFFIX:-}
 M="baseline tome:ratio=0.7 lgtm:ratio=0.7 todo iekvd"
+export BIGAIN_BENCH_GIT=${BIGAIN_BENCH_GIT:-0}  # the commit is read from .git; no git process
+if [ "${ONLY:-all}" = modes ]; then
+  # counts do not depend on width: the published configs at 1/8 of their width, at their token grids
+  $PY -m bigain.bench count --model sd2-base --width-scale 8 --res 512 --threads "$T" --out "$OUT/count-sd2-base-cpu" ||
+    echo "!! a budget is not met (see the table)"
+  $PY -m bigain.bench count --model dit-xl-2-512 --width-scale 8 --threads "$T" --out "$OUT/count-dit-xl-2-512-cpu" ||
+    echo "!! a budget is not met (see the table)"
+  for m in digits-dit digits-unet; do
+    $PY -m bigain.bench count --model "$m" --threads "$T" --out "$OUT/count-$m-cpu" || echo "!! a budget is not met (see the table)"
+    $PY -m bigain.bench speed --model "$m" --mode eager compile --batch 2 --methods $M \
+      --rounds 30 --warmup 3 --threads "$T" --out "$OUT/speed-$m-cpu-modes-b2$X"
+  done
+  $PY -m bigain.bench speed --model sd2-base --random-weights --mode compile --res 512 --batch 2 --methods $M \
+    --rounds 5 --warmup 1 --no-profile --no-flops --no-count --threads "$T" --out "$OUT/speed-sd2-base-cpu-512-compile$X"
+  $PY -m bigain.bench speed --model sd2-base --random-weights --mode eager --res 512 --batch 2 \
+    --methods baseline lgtm:ratio=0.7 tomesd:ratio=0.7 --rounds 16 --warmup 1 --threads "$T" \
+    --out "$OUT/speed-sd2-base-cpu-512-lgtm-vs-tomesd$X"
+  $PY -m bigain.bench speed --model sd2-base --random-weights --job layer --res 512 --batch 2 \
+    --methods baseline lgtm:ratio=0.7 tomesd:ratio=0.7 --rounds 30 --warmup 3 --threads "$T" \
+    --out "$OUT/layer-sd2-base-cpu-512-lgtm-vs-tomesd$X"
+  $PY -m bigain.bench report assets/bench --md BENCHMARKS.md
+  exit 0
+fi
 $PY -m bigain.bench ops --tokens 4096 --channels 320 --batch 2 --ratio 0.7 --rounds 30 --warmup 3 --threads "$T" \
   --out "$OUT/ops-cpu-4096$X"
 $PY -m bigain.bench speed --model sd2-base --random-weights --res 512 --batch 2 --methods $M \

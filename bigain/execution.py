@@ -76,8 +76,25 @@ class Executor:
                 return call(self.net, *tensors)
         if self.mode == "compile":
             with patch.host_step(self.net, step=step):
+                self._warm(call, tensors, step)
                 return call(self._compiled_net(), *tensors)
         return self._replay(call, tensors, step)
+
+    def _warm(self, call: Call, tensors: tuple[torch.Tensor, ...], step: patch.Step) -> None:
+        """One eager call before the first compiled one of a kind: the per-grid index constants it builds
+        would otherwise change what the first compiled graph guards on and force a second compile. The
+        random key is put back, so the compiled call draws what an eager one would."""
+        kind = (patch.active_method(self.net), step, tuple((t.shape, t.dtype) for t in tensors))
+        seen = self.__dict__.setdefault("_warmed", set())
+        if kind in seen:
+            return
+        seen.add(kind)
+        key = patch.own_key(self.net)
+        saved = None if key is None else key.clone()
+        with torch.no_grad():
+            call(self.net, *tensors)
+        if key is not None and saved is not None:
+            key.copy_(saved)
 
     def _compiled_net(self) -> torch.nn.Module:
         if self._compiled is None:

@@ -12,7 +12,13 @@ from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import bigain
 from bigain import bench
-from bigain.methods import LGTM, ToMe
+from bigain.methods import LGTM
+
+
+@pytest.fixture(autouse=True)
+def _no_git_process(monkeypatch) -> None:
+    """Results record the commit read from .git; tests never start a git process."""
+    monkeypatch.setenv("BIGAIN_BENCH_GIT", "0")
 
 
 def meta_model(name: str) -> torch.nn.Module:
@@ -165,20 +171,120 @@ def test_eval_rows_feed_the_accuracy_plot(tmp_path) -> None:
     assert bench.plot_accuracy([speed], [], tmp_path / "none.png") is None
 
 
-def test_tomesd_variant_leaves_the_model_as_it_was(unet, unet_inputs) -> None:
+def test_tomesd_runs_on_its_own_copy_patched_once(unet, unet_inputs) -> None:
+    """tomesd gets a copy of the plain model, patched once; bigain's model is never touched by it."""
     pytest.importorskip("tomesd")
     x, t, enc = unet_inputs
     inputs = {"sample": x, "timestep": t, "enc": enc}
-    bigain.apply(unet, bigain.Baseline())
     before = bench.denoiser_call(unet, inputs)
-    (v,) = [
-        v
-        for v in bench.build_variants(["tome:ratio=0.5"], "unet", torch.device("cpu"), "off", True)
-        if v.method is None
+    variants = bench.build_variants(["tome:ratio=0.5"], "unet", torch.device("cpu"), "off", True)
+    dn = bench.Denoisers(unet, variants)
+    (ts,) = [v for v in variants if v.method is None]
+    twin = dn.model(ts)
+    assert twin is not unet and bigain.is_patched(unet) and not bigain.is_patched(twin)
+    assert hasattr(twin, "_tome_info") and not hasattr(unet, "_tome_info")
+    for v in variants:  # select: untimed, and switching never re-patches anything
+        dn.select(v, 0)
+    assert not torch.equal(bench.denoiser_call(twin, inputs), before)
+    dn.select(variants[0], 0)
+    assert torch.equal(bench.denoiser_call(unet, inputs), before)  # the patched baseline is the plain model
+    with pytest.raises(RuntimeError, match="before bigain patches"):
+        bench.tomesd_copy(unet, ts)
+
+
+def test_setup_runs_outside_the_timed_region() -> None:
+    vs = [bench.Variant(k, k, bigain.Baseline(), "torch") for k in "ab"]
+    events: list[str] = []
+    bench.time_interleaved(
+        vs, lambda v: events.append("run " + v.key), torch.device("cpu"), 1, 0, lambda v: events.append("set " + v.key)
+    )
+    assert events == ["set a", "run a", "set b", "run b"]
+
+
+def test_regimes_and_narrow_configs() -> None:
+    assert bench.parse_regimes(["512x2", "1024X1"]) == [(512, 2), (1024, 1)]
+    with pytest.raises(ValueError, match="RESxBATCH"):
+        bench.parse_regimes(["512"])
+    sd2 = bench.narrow(bench.model_spec("sd2-base"), 8)
+    assert sd2.config["block_out_channels"] == [40, 80, 160, 160] and sd2.config["cross_attention_dim"] == 128
+    assert sd2.config["norm_num_groups"] == 8 and sd2.config["attention_head_dim"] == [5, 10, 20, 20]
+    assert bench.narrow(bench.model_spec("dit-xl-2-512"), 8).config["attention_head_dim"] == 9
+    with pytest.raises(ValueError, match="width-scale"):
+        bench.narrow(bench.model_spec("sd2-base"), 3)
+
+
+def test_compile_variants_run_once_on_the_torch_path() -> None:
+    v = bench.build_variants(["lgtm:ratio=0.7", "todo"], "unet", torch.device("cuda"), "both", False)
+    assert [(x.name, x.path) for x in v] == [
+        ("baseline", "torch"),
+        ("lgtm", "torch"),
+        ("lgtm", "triton"),
+        ("todo", "torch"),
     ]
-    with v.active(unet):
-        merged = bench.denoiser_call(unet, inputs)
-    assert not torch.equal(merged, before) and bigain.is_patched(unet)
-    assert torch.equal(bench.denoiser_call(unet, inputs), before)
-    bigain.apply(unet, ToMe(ratio=0.5))  # and our own patch still works afterwards
-    assert not torch.equal(bench.denoiser_call(unet, inputs), before)
+    c = bench.mode_variants(v, "compile")
+    assert [(x.name, x.path) for x in c] == [("baseline", "torch"), ("lgtm", "torch"), ("todo", "torch")]
+    assert bench.mode_variants(v, "cudagraph") == v
+
+
+@pytest.mark.parametrize(
+    ("model", "extra"),
+    [
+        ("sd2-base", ["--width-scale", "16", "--res", "64"]),
+        ("dit-xl-2-256", ["--width-scale", "8"]),
+        ("digits-dit", []),
+    ],
+)
+def test_count_cli_reports_ops_per_layer_against_the_budgets(tmp_path, model: str, extra: list[str]) -> None:
+    out = tmp_path / f"count-{model}"
+    assert bench.main(["count", "--model", model, *extra, "--threads", "1", "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert res["kind"] == "count" and res["all_met"] and res["plain"]["syncs"] == 0
+    rows = {(r["spec"], r["call"]): r for r in res["rows"]}
+    assert rows[("baseline", "matching")]["aten"] == 0 and rows[("baseline", "matching")]["kernels"] == 0
+    tome, lgtm = rows[("tome:ratio=0.5", "matching")], rows[("lgtm:ratio=0.7", "matching")]
+    assert tome["aten"] <= 42 and tome["kernels"] <= 24 and lgtm["aten"] <= 48 and lgtm["kernels"] <= 28
+    assert rows[("todo", "matching")]["aten"] <= 5 and rows[("iekvd", "matching")]["aten"] <= 10
+    assert rows[("iekvd:alpha=0.8;alpha_end=1.2", "matching")]["aten"] <= 12
+    for spec in ("tome:ratio=0.5;reuse=steps", "lgtm:ratio=0.7;reuse=steps"):
+        reuse = rows[(spec, "reuse")]
+        assert reuse["aten"] <= 12 and reuse["kernels"] <= 6 and reuse["aten"] < rows[(spec, "matching")]["aten"]
+    assert all(r["syncs"] == 0 and r["h2d"] == 0 for r in res["rows"])
+    layers = {"sd2-base": 5, "dit-xl-2-256": 10, "digits-dit": 3}[model]
+    assert tome["layers"] == layers
+    tomesd = [r for r in res["rows"] if r["method"] == "tomesd"]
+    if model == "sd2-base":  # tomesd patches U-Nets only, and is counted on its own copy
+        assert [r["spec"] for r in tomesd] == ["tomesd:ratio=0.5", "tomesd:ratio=0.7"] and tomesd[0]["met"] is None
+        assert tomesd[0]["aten"] > lgtm["aten"]
+    else:
+        assert tomesd == []
+    md = out.with_suffix(".md").read_text()
+    assert "| L-GTM r=0.7 cached/3 steps | reuse |" in md and "All budgets met: **yes**" in md
+    report = tmp_path / "B.md"
+    assert bench.main(["report", str(tmp_path), "--md", str(report), "--eval", str(tmp_path / "none")]) == 0
+    assert "Ops added per compressed layer (ATen / kernel ops" in report.read_text()
+
+
+def test_a_mode_that_cannot_run_is_recorded_not_raised(tmp_path, monkeypatch) -> None:
+    """cudagraph on a CPU: the setting says why; compile: tomesd (which cannot be compiled whole)
+    gets a row with the reason while the baseline is measured against the compiled baseline."""
+    import functools
+
+    monkeypatch.setattr(torch, "compile", functools.partial(torch.compile, backend="eager"))  # trace only: fast
+    out = tmp_path / "modes"
+    args = ["speed", "--model", "digits-unet", "--random-weights", "--rounds", "1", "--warmup", "0", "--threads", "1"]
+    args += ["--mode", "cudagraph", "compile", "--methods", "baseline", "tomesd:ratio=0.5", "--no-flops"]
+    assert bench.main([*args, "--no-profile", "--out", str(out)]) == 0
+    res = json.loads(out.with_suffix(".json").read_text())
+    graphed, compiled = res["settings"]
+    assert graphed["mode"] == "cudagraph" and "needs a CUDA device" in graphed["error"] and graphed["results"] == []
+    rows = {r["method"]: r for r in compiled["results"]}
+    assert (
+        compiled["mode"] == "compile" and rows["baseline"]["speedup"] == 1.0 and rows["baseline"]["mode"] == "compile"
+    )
+    assert rows["baseline"]["max_abs_diff_vs_eager"] == 0.0 and rows["baseline"]["host_bound"] == 1.0
+    assert rows["tomesd"]["speedup"] is None and rows["tomesd"]["error"]
+    md = out.with_suffix(".md").read_text()
+    assert "not run: the 'cudagraph' mode needs a CUDA device" in md and "tomesd r=0.5: not measured in compile" in md
+    report = tmp_path / "B.md"
+    assert bench.main(["report", str(tmp_path), "--md", str(report), "--eval", str(tmp_path / "none")]) == 0
+    assert "| compile |" in report.read_text() and "fails (see table)" in report.read_text()
