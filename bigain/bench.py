@@ -170,7 +170,7 @@ def load_denoiser(name: str, device: torch.device, dtype: torch.dtype) -> tuple[
     from bigain.models import load_model  # lazy: only with real weights
 
     loaded = load_model(name, device=device, dtype=dtype)
-    return patch.denoiser_of(loaded), loaded
+    return patch.unpatched_copy(loaded), loaded  # a private copy: the loader's cached model stays patched
 
 
 def narrow(spec: ModelSpec, k: int) -> ModelSpec:

@@ -417,6 +417,25 @@ def _uninstall(net: torch.nn.Module) -> None:
     del net.__dict__[_ATTR]
 
 
+def unpatched_copy(model: Any) -> torch.nn.Module:
+    """A deep copy of ``model``'s denoiser without bigain's patch; the original stays exactly as it was
+    (e.g. the loader's shared, patched model)."""
+    import copy
+
+    net = denoiser_of(model)
+    with _LOCK:
+        state = _state(net)
+        if state is None:
+            return copy.deepcopy(net)
+        blocks, default = state.default_blocks, state.default
+        _uninstall(net)
+        try:
+            return copy.deepcopy(net)
+        finally:
+            restored = _install(net, blocks)
+            restored.default, restored.auto = default, state.auto
+
+
 def is_patched(model: Any) -> bool:
     return _state(denoiser_of(model)) is not None
 

@@ -73,15 +73,7 @@ def _dit_call(net, b: int = 2):
 
 def _shipped_digits_dit() -> torch.nn.Module:
     """A private copy of the shipped digits DiT (the loader's cached one stays patched as it was)."""
-    import copy
-
-    net = bigain.load_model("digits-dit").denoiser
-    method, blocks = patch.active_method(net), patch._state(net).default_blocks
-    bigain.remove(net)
-    try:
-        return copy.deepcopy(net)
-    finally:
-        bigain.apply(net, method, blocks=blocks)
+    return patch.unpatched_copy(bigain.load_model("digits-dit"))
 
 
 @pytest.fixture(scope="module")
