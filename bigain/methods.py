@@ -265,8 +265,10 @@ def random_orders(grids: dict[int, tuple[int, int]], sx: int, sy: int, key: torc
         by_grid.setdefault(g, []).append(target)
     for (h, w), targets in by_grid.items():
         hs, ws = grid_cells(h, w, sx, sy)
-        ids = constant(("rng-ids", len(targets), hs * ws, key.device), lambda n=hs * ws, k=len(targets): (
-            torch.arange(k * n, device=key.device).view(k, n)))  # fmt: skip
+        shape = (len(targets), hs * ws)  # one id per (target, cell): distinct draws per layer
+        ids = constant(
+            ("rng-ids", *shape, key.device), lambda s=shape: torch.arange(s[0] * s[1], device=key.device).view(s)
+        )
         slots = draw(key, ids) % (sx * sy)
         orders = split_order(slots_to_index(slots, h, w, sx, sy), h * w)  # (T, N)
         for i, target in enumerate(targets):
@@ -344,12 +346,9 @@ class IEKVD(Method):
     def prepare(self, info: CallInfo) -> None:
         if self.alpha_end is None or info.t is None or info.final:
             return
-        if isinstance(info.t, torch.Tensor):
-            alpha = alpha_at(info.t, self.alpha, self.alpha_end)
-            info.shared["alpha"] = alpha, alpha_weight(alpha, info.dtype)
-        else:  # a host number: α is one too
-            a = float(alpha_at(torch.tensor([float(info.t)]), self.alpha, self.alpha_end)[0])
-            info.shared["alpha"] = a, a
+        alpha = alpha_at(info.t, self.alpha, self.alpha_end)  # a host number t gives a number
+        weight = alpha_weight(alpha, info.dtype) if isinstance(alpha, torch.Tensor) else alpha
+        info.shared["alpha"] = alpha, weight
 
     def plan(self, call: AttnCall) -> Plan:
         if call.h < self.factor or call.w < self.factor or call.info.final:

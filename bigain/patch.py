@@ -121,12 +121,14 @@ class _State:
             raise ValueError(f"{method.title} would compress nothing in {self.backbone.describe()}")
 
     def key_for(self, device: torch.device) -> torch.Tensor:
-        """This thread's key of the random destinations (the model's until the thread seeds its own)."""
+        """This thread's key tensor of the random destinations: a copy of the model's on first use (so
+        threads don't advance one another's stream), moved along if the model moved. While compiling,
+        only read (the hook is traced; a captured graph reads the tensor that exists before capture)."""
         key = getattr(self.local, "key", None)
-        if key is None:
-            key = self.key
-        if key.device != device:  # the model moved: carry the key over (eager only)
-            key = self.local.key = key.to(device)
+        if torch.compiler.is_compiling():
+            return self.key if key is None else key
+        if key is None or key.device != device:
+            key = self.local.key = (self.key if key is None else key).to(device, copy=True)
         return key
 
 
@@ -217,13 +219,9 @@ def _thread_value(state: _State, name: str, value: Any) -> Iterator[None]:
 def own_key(model: Any) -> torch.Tensor | None:
     """This thread's key tensor of the random destinations, created (from the model's) if missing:
     a captured graph reads it, so it must exist before capture and be seeded in place after."""
-    state = _state(denoiser_of(model))
-    if state is None:
-        return None
-    key = getattr(state.local, "key", None)
-    if key is None:
-        key = state.local.key = state.key.clone()
-    return key
+    net = denoiser_of(model)
+    state = _state(net)
+    return None if state is None else state.key_for(_device_of(net))
 
 
 def recording(model: Any) -> bool:
@@ -246,11 +244,7 @@ def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method, kwar
         step = Step() if torch.compiler.is_compiling() else decide_step(state.model, t)
     hw = state.backbone.latent_hw(sample, kwargs)
     grids = {i: state.backbone.grid(hw, state.targets[i]) for i in state.active(method)}
-    if torch.compiler.is_compiling():
-        key = getattr(loc, "key", None)
-        key = state.key if key is None else key
-    else:
-        key = state.key_for(sample.device)
+    key = state.key_for(sample.device)
     if getattr(loc, "steps_of", None) is not method:  # assignments kept across calls belong to one method
         loc.steps, loc.steps_of = {}, method
     return CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
@@ -361,7 +355,13 @@ def _text_len_hook(state: _State):
 
 
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:
-    state = _State(model, blocks)
+    return _attach(_State(model, blocks))
+
+
+def _attach(state: _State) -> _State:
+    """Wrap the processors and register the hooks of ``state`` on its model (the inverse of _uninstall)."""
+    model = state.model
+    state.originals, state.hooks = {}, []
     state.hooks.append(model.register_forward_pre_hook(_model_hook(state), with_kwargs=True))
     state.hooks.append(model.register_forward_hook(_end_hook(state), with_kwargs=True))
     for i, site in enumerate(state.backbone.sites):
@@ -427,13 +427,11 @@ def unpatched_copy(model: Any) -> torch.nn.Module:
         state = _state(net)
         if state is None:
             return copy.deepcopy(net)
-        blocks, default = state.default_blocks, state.default
         _uninstall(net)
         try:
             return copy.deepcopy(net)
         finally:
-            restored = _install(net, blocks)
-            restored.default, restored.auto = default, state.auto
+            _attach(state)  # the same state: default, open compress() blocks and per-thread keys survive
 
 
 def is_patched(model: Any) -> bool:

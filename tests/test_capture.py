@@ -292,3 +292,16 @@ def test_a_block_called_on_its_own_runs_uncompressed(dit, dit_inputs) -> None:
         plain = block(tokens, **emb)
         dit(x, **emb)  # a forward leaves no per-call state behind
         assert torch.equal(block(tokens, **emb), plain)
+
+
+def test_unpatched_copy_leaves_the_original_and_its_open_blocks_as_they_were(dit, dit_inputs) -> None:
+    x, t, labels = dit_inputs
+    with bigain.compress(dit, ToMe(ratio=0.5)):
+        copy_ = patch.unpatched_copy(dit)
+        assert not bigain.is_patched(copy_) and bigain.patch.active_method(dit) == ToMe(ratio=0.5)
+        assert patch._state(dit).users == 1
+    assert not bigain.is_patched(dit)  # the auto patch still ends with its block
+    with torch.no_grad():
+        assert torch.equal(
+            copy_(x, timestep=t, class_labels=labels).sample, dit(x, timestep=t, class_labels=labels).sample
+        )

@@ -88,11 +88,13 @@ def alpha_weight(alpha: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return alpha.to(dtype).view(-1, 1, 1, 1)
 
 
-def alpha_at(t: torch.Tensor, alpha: float, alpha_end: float | None) -> torch.Tensor:
+def alpha_at(t: torch.Tensor | float, alpha: float, alpha_end: float | None) -> torch.Tensor | float:
     """α per sample for timesteps t (B,): constant, or linear from ``alpha`` at t = 999 to ``alpha_end`` at t = 0.
 
     α(t) = alpha_end + (alpha − alpha_end)·t/999, not clamped (the paper's generation schedule
-    is 0.8 → 1.2). Two element-wise ops on the (B,) timesteps."""
+    is 0.8 → 1.2). Two element-wise ops on the (B,) timesteps; a number t gives a number."""
+    if not isinstance(t, torch.Tensor):
+        return float(alpha) if alpha_end is None else alpha_end + (alpha - alpha_end) * float(t) / T_MAX
     if alpha_end is None:
         return torch.full(t.shape, float(alpha), device=t.device)
     return torch.mul(t, (alpha - alpha_end) / T_MAX).add_(alpha_end)
