@@ -661,12 +661,18 @@ def _device(name: str) -> torch.device:
 PRIME_ROUNDS = {"eager": 1, "compile": 3, "cudagraph": 2}
 
 
-def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+def _setup(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
+    """Device, dtype and threads of a speed or count run (fp16 only on CUDA)."""
     device, dtype = _device(args.device), _parse_dtype(args.dtype)
     if dtype == torch.float16 and device.type != "cuda":
         raise ValueError("fp16 is for CUDA; on the CPU use fp32 (or bf16)")
     if args.threads:
         torch.set_num_threads(args.threads)
+    return device, dtype
+
+
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
+    device, dtype = _setup(args)
     for mode in args.mode:
         if mode not in MODES:
             raise ValueError(f"--mode must be among {MODES}, got {mode!r}")
@@ -1099,11 +1105,7 @@ def _count_row(
 
 
 def run_count(args: argparse.Namespace) -> dict[str, Any]:
-    device, dtype = _device(args.device), _parse_dtype(args.dtype)
-    if dtype == torch.float16 and device.type != "cuda":
-        raise ValueError("fp16 is for CUDA; on the CPU use fp32 (or bf16)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    device, dtype = _setup(args)
     spec = model_spec(args.model)
     published = args.model.startswith(("sd2", "dit-xl"))  # counted on the config: weights change no count
     if args.width_scale != 1 and not (args.random_weights or published):
