@@ -90,31 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train an embedded digits model (python -m bigain.train)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
 
-    e = sub.add_parser("eval", help="the digits replication (accuracy + sample quality per method)")
-    e.add_argument("suite", choices=["digits"])
-    e.add_argument("--models", nargs="+", default=["digits-dit", "digits-unet"])
-    e.add_argument("--limit", type=int, default=None, help="evaluate this many test images (default: all 360)")
-    e.add_argument("--samples", type=int, default=100, help="generated samples per class (0: skip)")
-    e.add_argument(
-        "--methods",
-        nargs="+",
-        default=None,
-        help="method keys for classification, or groups: all, default, cached (default: every uncached method); "
-        "earlier rows on the same weights and images that this run does not measure are kept",
+    e = sub.add_parser(
+        "eval",
+        help="evaluations (python -m bigain.evaluate): digits (the replication), classify, generate, report",
+        add_help=False,
     )
-    e.add_argument(
-        "--gen-methods",
-        nargs="+",
-        default=None,
-        help="method keys for generation, or groups: all, default, cached (default: the key set); "
-        "earlier rows with the same samples setting that this run does not measure are kept",
-    )
-    e.add_argument("--skip-classify", action="store_true")
-    e.add_argument("--grid-only", action="store_true", help="only the labelled sample picture (1 per class, seed 0)")
-    e.add_argument("--device", default=None)
-    e.add_argument("--threads", type=int, default=None)
-    e.add_argument("--out", type=Path, default=None, help="output folder (default: assets/eval)")
-    e.add_argument("--quiet", action="store_true")
+    e.add_argument("rest", nargs=argparse.REMAINDER)
 
     i = sub.add_parser("inside", help="picture of what a method did at one step and block (the app's Look inside)")
     _model_args(i)
@@ -258,50 +239,6 @@ def _result_json(path: str, r: Any) -> dict[str, Any]:
     }
 
 
-def _eval(a: argparse.Namespace, argv: list[str]) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from bigain import evaluate_digits
-
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    bars: dict[str, Any] = {}
-
-    def progress(desc: str, i: int, n: int) -> None:
-        if a.quiet:
-            return
-        bar = bars.get(desc)
-        if bar is None:
-            for old in bars.values():
-                old.close()
-            bars.clear()
-            bar = bars[desc] = tqdm(total=n, desc=desc)
-        bar.update(i - bar.n)
-
-    for name in a.models:
-        if a.grid_only:
-            print(evaluate_digits.grid_only(name, a.out, a.gen_methods))
-            continue
-        res = evaluate_digits.run(
-            name,
-            a.out,
-            a.limit,
-            a.samples,
-            a.methods,
-            a.gen_methods,
-            a.device,
-            skip_classify=a.skip_classify,
-            command="python -m bigain " + " ".join(argv),
-            progress=progress,
-        )
-        for bar in bars.values():
-            bar.close()
-        bars.clear()
-        print(evaluate_digits.markdown(res))
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:
@@ -309,6 +246,10 @@ def main(argv: list[str] | None = None) -> int:
 
         train.main(argv[1:])
         return 0
+    if argv[:1] == ["eval"]:  # the evaluations' own command line (python -m bigain.evaluate)
+        from bigain.evaluate.__main__ import main as evaluate
+
+        return evaluate(argv[1:], prog="python -m bigain eval")
     if argv[:1] == ["bench"]:
         import importlib
 
@@ -322,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
             return _classify(a)
         if a.command == "inside":
             return _inside(a)
-        return _eval(a, argv)
+        raise AssertionError(a.command)  # train, eval and bench are dispatched above
     except (ValueError, TypeError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -20,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from torch.utils._pytree import tree_flatten, tree_map
 
 from bigain import patch
 
@@ -28,7 +29,13 @@ MODES = ("eager", "compile", "cudagraph")
 #: model serving every method side by side
 RECOMPILE_LIMIT = 64
 
-Call = Callable[..., torch.Tensor]  # call(denoiser, *tensors) -> tensor
+Call = Callable[..., torch.Tensor]  # call(denoiser, *inputs) -> tensor; inputs: tensors or dicts of tensors
+
+
+def _signature(inputs: tuple[Any, ...]) -> tuple:
+    """What a graph is specialised on: the structure, shapes and dtypes of the inputs."""
+    leaves, spec = tree_flatten(inputs)
+    return str(spec), tuple((t.shape, t.dtype) if isinstance(t, torch.Tensor) else t for t in leaves)
 
 
 def check_mode(mode: str, device: torch.device | str | None = None) -> str:
@@ -56,7 +63,7 @@ def available_modes(device: torch.device | str | None = None, compile_ok: bool =
 
 
 class Executor:
-    """Runs ``call(denoiser, *tensors)`` in one execution mode, with the host's step decisions.
+    """Runs ``call(denoiser, *inputs)`` in one execution mode, with the host's step decisions.
 
     ``t_host`` is the timesteps as the host knows them (a number or list), ``fresh`` marks a new
     batch (the classifier) so cached assignments are rebuilt."""
@@ -84,7 +91,7 @@ class Executor:
         """One eager call before the first compiled one of a kind: the per-grid index constants it builds
         would otherwise change what the first compiled graph guards on and force a second compile. The
         random key is put back, so the compiled call draws what an eager one would."""
-        kind = (patch.active_method(self.net), step, tuple((t.shape, t.dtype) for t in tensors))
+        kind = (patch.active_method(self.net), step, _signature(tensors))
         seen = self.__dict__.setdefault("_warmed", set())
         if kind in seen:
             return
@@ -107,7 +114,7 @@ class Executor:
         if torch.is_grad_enabled():
             raise RuntimeError("bigain: the cudagraph mode is for inference; run it under torch.no_grad()")
         method = patch.active_method(self.net)
-        key = (method, step, call.__code__, tuple((t.shape, t.dtype) for t in tensors))
+        key = (method, step, getattr(call, "__code__", call), _signature(tensors))
         graph = self._graphs.get(key)
         if graph is None:
             if self._pool is None:
@@ -123,7 +130,7 @@ class _Graph:
         patch.own_key(net)  # the graph reads this thread's key tensor; it must exist before capture
         if patch.recording(net):
             raise RuntimeError("bigain: recording pictures needs the eager mode")
-        self.inputs = tuple(t.clone() for t in tensors)
+        self.inputs = tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, tensors)
         stream = torch.cuda.Stream()
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream), patch.host_step(net, step=step):
@@ -137,7 +144,8 @@ class _Graph:
         self.keep = patch.cached_assignments(net)
 
     def replay(self, tensors: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        for static, t in zip(self.inputs, tensors, strict=True):
-            static.copy_(t)
+        for static, t in zip(tree_flatten(self.inputs)[0], tree_flatten(tensors)[0], strict=True):
+            if isinstance(static, torch.Tensor):
+                static.copy_(t)
         self.graph.replay()
         return self.output.clone()  # the next replay overwrites the static output

@@ -6,7 +6,8 @@ lossless space-to-depth, so its attention tokens are not redundant copies of eac
 class-conditional with 10% label dropout for classifier-free guidance (dropped once per sample to
 the null class), AdamW with warm-up and cosine decay, an EMA of the weights (what ships).
 Deterministic from ``--seed`` on CPU.
-Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` to the output folder.
+Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` (the training record,
+with the run's :func:`bigain.provenance.provenance`) to the output folder.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
 import sys
 import time
 from dataclasses import dataclass
@@ -25,8 +24,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from bigain import digits
-from bigain.models import DIGITS_ARCH, DIGITS_SCHEDULE, build_digits, space_to_depth_of, to_latent
+from bigain import digits, provenance, zoo
+from bigain.backbones import adapter_for_class
+from bigain.images import to_latent
+from bigain.zoo import DIGITS_SCHEDULE, Arch, label_condition
+
+EMBEDDED = ("digits-dit", "digits-unet")
 
 NULL_CLASS = digits.NUM_CLASSES  # id of the unconditional label / token sequence
 
@@ -50,9 +53,7 @@ DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 2500}
 
 def eps_call(net: nn.Module, tokens: nn.Module | None, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
     """One denoiser call of an embedded model: x (B, C_lat, L, L), t (B,), y (B,) labels (10 = null) → ε like x."""
-    if tokens is None:
-        return net(x, timestep=t, class_labels=y).sample
-    return net(x, t, encoder_hidden_states=tokens(y)).sample
+    return adapter_for_class(type(net).__name__).call(net, x, t, label_condition(tokens, y))
 
 
 def _lr(step: int, cfg: TrainConfig) -> float:
@@ -62,29 +63,11 @@ def _lr(step: int, cfg: TrainConfig) -> float:
     return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
 
 
-def git_commit() -> str | None:
-    """The repository's HEAD commit (+ '-dirty' if the package has uncommitted changes), read only;
-    ``$BIGAIN_GIT_COMMIT`` names it for runs on a copy of the tree without ``.git``."""
-    if os.environ.get("BIGAIN_GIT_COMMIT"):
-        return os.environ["BIGAIN_GIT_COMMIT"]
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "bigain"], cwd=root, capture_output=True, text=True, timeout=10
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    if head.returncode != 0:
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
 def train(
     name: str,
     out: Path,
     cfg: TrainConfig,
-    arch: dict[str, Any] | None = None,
+    arch: Arch | None = None,
     quiet: bool = False,
     device: str | torch.device = "cpu",
     command: str | None = None,
@@ -94,9 +77,10 @@ def train(
     the data order, label drops, timesteps and noise are the same on every device."""
     from safetensors.torch import save_file
 
-    commit = git_commit()  # at the start: edits made while it trains do not change what it trains
+    # at the start: edits made while it trains do not change what it trains
+    prov = provenance.provenance(device, command)
     torch.manual_seed(cfg.seed)
-    spec = dict(DIGITS_ARCH[name]) if arch is None else arch
+    spec = zoo.arch(name) if arch is None else arch
     dev = torch.device(device)
     net, tokens = _build(name, spec)
     net.to(dev)
@@ -108,8 +92,8 @@ def train(
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     acp = _alphas_cumprod().to(dev)
-    f = space_to_depth_of(spec)
-    x_img, y_all = digits.load("train", size=spec["denoiser"]["sample_size"] * f)
+    f = spec.space_to_depth
+    x_img, y_all = digits.load("train", size=spec.res)
     x_all = to_latent(x_img, f)
     gen = torch.Generator().manual_seed(cfg.seed)
     curve: list[dict[str, float]] = []
@@ -166,24 +150,17 @@ def train(
         "parameters": sum(p.numel() for p in params),
         "weights_bytes": (out / "model.safetensors").stat().st_size,
         "split": digits.split_record(),
-        "git_commit": commit,
+        "git_commit": prov["git_commit"],  # also in provenance; kept: evaluations key their reuse on it
         "torch": torch.__version__,
+        "provenance": prov,
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     return record
 
 
-def _build(name: str, spec: dict[str, Any]) -> tuple[nn.Module, nn.Module | None]:
-    from diffusers import DiTTransformer2DModel, UNet2DConditionModel
-
-    from bigain.models import ClassTokens
-
-    if spec is DIGITS_ARCH.get(name):
-        return build_digits(name)
-    if spec["family"] == "dit":
-        return DiTTransformer2DModel(**spec["denoiser"]), None
-    tok = spec["tokens"]
-    return UNet2DConditionModel(**spec["denoiser"]), ClassTokens(digits.NUM_CLASSES, tok["seq_len"], tok["dim"])
+def _build(name: str, spec: Arch) -> tuple[nn.Module, nn.Module | None]:
+    net, tokens = zoo.build(spec, num_classes=digits.NUM_CLASSES, seed=None)
+    return net.requires_grad_(True), None if tokens is None else tokens.requires_grad_(True)
 
 
 def _alphas_cumprod() -> torch.Tensor:
@@ -192,17 +169,17 @@ def _alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
-    f = space_to_depth_of(spec)
+def _config(name: str, spec: Arch) -> dict[str, Any]:
+    f = spec.space_to_depth
     return {
         "name": name,
-        "family": spec["family"],
-        "denoiser": spec["denoiser"],
-        "tokens": spec.get("tokens"),
+        "class": spec.cls,
+        "denoiser": spec.config,
+        "tokens": spec.tokens,
         "schedule": DIGITS_SCHEDULE,
         "classes": [str(i) for i in range(digits.NUM_CLASSES)],
         "null_class": NULL_CLASS,
-        "resolution": spec["denoiser"]["sample_size"] * f,
+        "resolution": spec.res,
         "space_to_depth": f,
         "weights_dtype": "float16",
         "pixel_range": [-1, 1],
@@ -211,7 +188,7 @@ def _config(name: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bigain.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", choices=sorted(DIGITS_ARCH))
+    p.add_argument("model", choices=EMBEDDED)
     p.add_argument("--steps", type=int, default=None, help=f"default: {DEFAULT_STEPS}")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=64)
@@ -221,9 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: assets/MODEL)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    from bigain.models import assets_dir
-
-    out = a.out or assets_dir() / a.model
+    out = a.out or zoo.assets_dir() / a.model
     cfg = TrainConfig(steps=a.steps or DEFAULT_STEPS[a.model], batch_size=a.batch_size, lr=a.lr, seed=a.seed)
     cmd = " ".join(["python -m bigain.train", *(argv if argv is not None else sys.argv[1:])])
     rec = train(a.model, out, cfg, device=a.device, command=cmd)

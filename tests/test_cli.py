@@ -1,5 +1,5 @@
 """``python -m bigain`` subcommands (in-process), the training loop on a tiny config, and the
-digits evaluation on a few images."""
+digits evaluation on a few images (its statistics and sensitivity: tests/test_evaluate.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-import bigain
-from bigain import cli, digits, evaluate_digits, generate, load_model
+from bigain import cli, digits, generate, load_model
 from bigain.train import TrainConfig, train
+from bigain.zoo import Arch
 
 torch.set_num_threads(1)
 
@@ -54,23 +54,20 @@ def test_errors_exit_2(capsys, tmp_path: Path) -> None:
 
 
 def test_training_loop_smoke(tmp_path: Path) -> None:
-    arch = {
-        "family": "unet",
-        "denoiser": {
-            "sample_size": 4,
-            "in_channels": 4,
-            "out_channels": 4,
-            "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
-            "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
-            "block_out_channels": [8, 8],
-            "layers_per_block": 1,
-            "cross_attention_dim": 8,
-            "attention_head_dim": 2,
-            "norm_num_groups": 4,
-        },
-        "tokens": {"seq_len": 2, "dim": 8},
-        "space_to_depth": 2,  # 8×8 images → 4×4×4 latents, as the shipped U-Net does at 16 → 8
+    config = {
+        "sample_size": 4,
+        "in_channels": 4,
+        "out_channels": 4,
+        "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+        "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+        "block_out_channels": [8, 8],
+        "layers_per_block": 1,
+        "cross_attention_dim": 8,
+        "attention_head_dim": 2,
+        "norm_num_groups": 4,
     }
+    # 8×8 images → 4×4×4 latents, as the shipped U-Net does at 16 → 8
+    arch = Arch("UNet2DConditionModel", config, 2, 8, tokens={"seq_len": 2, "dim": 8}, space_to_depth=2)
     rec = train("digits-unet", tmp_path, TrainConfig(steps=2, batch_size=4, log_every=1), arch=arch, quiet=True)
     assert rec["steps"] == 2 and len(rec["loss_curve"]) == 2 and rec["split"]["n_test"] == 360
     again = train("digits-unet", tmp_path / "b", TrainConfig(steps=2, batch_size=4, log_every=1), arch=arch, quiet=True)
@@ -83,25 +80,6 @@ def test_training_loop_smoke(tmp_path: Path) -> None:
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     assert m.encode(x).shape == (2, 4, 4, 4) and torch.equal(m.decode(m.encode(x)), x)
     assert generate(m, [3], steps=2, guidance=1.0).array.shape[:3] == (1, 8, 8)
-
-
-def test_statistics() -> None:
-    lo, hi = evaluate_digits.wilson(90, 100)
-    assert 0.82 < lo < 0.83 and 0.94 < hi < 0.95
-    assert evaluate_digits.wilson(0, 0) == (0.0, 1.0)
-    t = evaluate_digits.mcnemar_exact([True, True, False, True], [False, False, False, True])
-    assert t == {"a_only": 2, "b_only": 0, "p": 0.5}
-    assert evaluate_digits.mcnemar_exact([True], [True])["p"] == 1.0
-
-
-def test_sensitivity_is_zero_for_no_change_and_grows_with_ratio() -> None:
-    m = load_model("digits-dit")
-    keys = [("baseline", bigain.Baseline()), ("a", bigain.ToMe(ratio=0.3, use_rand=False)),
-            ("b", bigain.ToMe(ratio=0.7, use_rand=False)), ("c", bigain.ToMe(ratio=0.5))]  # fmt: skip
-    r = evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]
-    assert "baseline" not in r and 0 < r["a"] < r["b"] < r["no self-attention"]
-    bigain.generate(m, 3, steps=2, method=bigain.ToMe(ratio=0.5))  # draws from ToMe's generator in between
-    assert r == evaluate_digits.sensitivity(m, keys, n_images=8)["ratio"]  # seeded, ToMe's random choices too
 
 
 def test_reference_classifier_and_feature_distances() -> None:

@@ -1,15 +1,16 @@
 """python -m bigain.evaluate: class lists, dataset checks, sharding over Accelerate processes,
-resuming after a kill, merging, and generation outputs — on the embedded digits model."""
+resuming after a kill, merging, and generation outputs — on the embedded digits model; the digits
+replication (``digits``); the shared statistics and the run provenance."""
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
+import math
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +18,11 @@ import pytest
 import torch
 from PIL import Image
 
+import bigain
 from bigain import datasets as D
+from bigain import provenance as P
 from bigain.evaluate import fid as fidlib
-from bigain.evaluate import report, store
+from bigain.evaluate import report, stats, store
 from bigain.evaluate.__main__ import main
 from bigain.evaluate.run import select_indices
 from bigain.models import assets_dir
@@ -28,7 +31,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # adaptive rounds as in the paper, scaled down: 2 timesteps for all classes, keep 3, then 4 in all
 PROTOCOL = ["--n-pool", "4", "--n-samples", "2", "4", "--to-keep", "3", "1"]
 METHODS = ["--methods", "baseline", "tome:ratio=0.5", "lgtm:ratio=0.5", "todo", "iekvd:alpha=0.9"]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+# BIGAIN_GIT=0: provenance records skip `git status` (the dirty check has its own test below)
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "BIGAIN_GIT": "0"}
+
+
+@pytest.fixture(autouse=True)
+def _no_git_status(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("BIGAIN_GIT", "0")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -45,14 +54,20 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> str:
     """The shipped digits-dit; where its weights are not there yet, a tiny briefly-trained one."""
     if (assets_dir() / "digits-dit" / "model.safetensors").is_file():
         return "digits-dit"
-    from bigain.models import DIGITS_ARCH
     from bigain.train import TrainConfig, train
 
-    arch = copy.deepcopy(DIGITS_ARCH["digits-dit"])
-    arch["denoiser"].update(num_layers=2, num_attention_heads=2, attention_head_dim=16)
+    arch = _tiny_dit(num_layers=2, num_attention_heads=2, attention_head_dim=16)
     out = tmp_path_factory.mktemp("model") / "tiny-dit"
     train("digits-dit", out, TrainConfig(steps=60, batch_size=32), arch=arch, quiet=True)
     return str(out)
+
+
+def _tiny_dit(**config: int) -> object:
+    """The digits DiT's architecture with ``config`` overriding its constructor arguments."""
+    from bigain import zoo
+
+    a = zoo.arch("digits-dit")
+    return dataclasses.replace(a, config={**a.config, **config})
 
 
 def _cli(*args: str) -> list[str]:
@@ -223,9 +238,43 @@ def test_unknown_class_and_unreadable_image_fail_before_compute(
 
 
 def test_wilson_interval() -> None:
-    lo, hi = report.wilson(81, 100)
+    lo, hi = stats.wilson(81, 100)
     assert (round(100 * lo, 1), round(100 * hi, 1)) == (72.2, 87.5)
-    assert report.wilson(0, 10)[0] == 0.0 and report.wilson(10, 10)[1] == pytest.approx(1.0)
+    assert stats.wilson(0, 10)[0] == 0.0 and stats.wilson(10, 10)[1] == pytest.approx(1.0)
+
+
+def test_statistics() -> None:
+    lo, hi = stats.wilson(90, 100)
+    assert 0.82 < lo < 0.83 and 0.94 < hi < 0.95
+    assert stats.wilson(0, 0) == (0.0, 1.0)
+    t = stats.mcnemar_exact([True, True, False, True], [False, False, False, True])
+    assert t == {"a_only": 2, "b_only": 0, "p": 0.5}
+    assert stats.mcnemar_exact([True], [True])["p"] == 1.0
+    with pytest.raises(ValueError, match="same length"):
+        stats.mcnemar_exact([True], [True, False])
+
+
+@pytest.mark.parametrize(("k", "n"), [(0, 1), (1, 1), (0, 10), (10, 10), (3, 7), (81, 100), (90, 100), (345, 360)])
+def test_scipy_wilson_equals_the_closed_form(k: int, n: int) -> None:
+    z = 1.959963984540054  # the former hand-written interval, as the reference
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    lo, hi = stats.wilson(k, n)
+    assert lo == pytest.approx(max(0.0, centre - half), rel=1e-12, abs=1e-15)
+    assert hi == pytest.approx(min(1.0, centre + half), rel=1e-12, abs=1e-15)
+    assert 0.0 <= lo <= p <= hi <= 1.0
+
+
+@pytest.mark.parametrize(("b01", "b10"), [(2, 0), (0, 1), (1, 0), (5, 3), (3, 5), (7, 7), (10, 20), (0, 37), (60, 41)])
+def test_scipy_mcnemar_equals_the_binomial_sum(b01: int, b10: int) -> None:
+    n = b01 + b10  # the former hand-written exact test, as the reference
+    ref = min(1.0, 2 * sum(math.comb(n, i) for i in range(min(b01, b10) + 1)) / 2**n)
+    a = [True] * b01 + [False] * b10 + [True, False] * 3  # plus concordant pairs, which do not count
+    b = [False] * b01 + [True] * b10 + [True, False] * 3
+    t = stats.mcnemar_exact(a, b)
+    assert (t["a_only"], t["b_only"]) == (b01, b10)
+    assert t["p"] == pytest.approx(ref, rel=1e-12)
 
 
 def test_shard_drops_a_torn_last_line(tmp_path: Path) -> None:
@@ -255,6 +304,12 @@ def test_single_run_writes_json_and_paper_table(single: Path) -> None:
     assert {r[4] for r in _records(single)} == {10 * 2 + 3 * 2}
     md = (single / "results.md").read_text()
     assert "| Dataset | Method | Acc@1 ↑ (%) | 95% CI | FID ↓ |" in md and "| digits-test | lgtm:ratio=0.5 |" in md
+    # provenance: the run that computed the records (run.json, results.md) and the writer of results.json
+    (run,) = res["run"]["provenance"]
+    assert run["command"].startswith("python -m bigain.evaluate classify --model") and run["processes"] == 1
+    assert run["device"] == "cpu" and run["versions"]["torch"] == torch.__version__
+    assert res["provenance"]["command"] == run["command"] and res["provenance"]["timestamp"].endswith("Z")
+    assert f"Command: `{run['command']}`  " in md and f"Device: {P.device_label(run)}" in md
 
 
 def _subset_args(model: str, out: Path) -> list[str]:
@@ -282,24 +337,25 @@ def test_two_accelerate_processes_give_the_single_process_result(model: str, sin
 
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_table(model: str, single: Path, tmp_path: Path) -> None:
+    """SIGKILL at a chosen point ($BIGAIN_EVAL_KILL_AFTER: right after the 13th record, part-way
+    through the third image), plus the torn line a kill mid-write leaves; the rerun finishes it."""
     out = tmp_path / "killed"
     args = _subset_args(model, out)
-    proc = subprocess.Popen(_cli(*args), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    shard = store.shard_path(out, "classify", 0)
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if shard.exists() and len(shard.read_text().splitlines()) >= 12:
-            break
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    k = 13
+    killed = subprocess.run(_cli(*args), env={**ENV, "BIGAIN_EVAL_KILL_AFTER": str(k)}, capture_output=True,
+                            timeout=300)  # fmt: skip
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     n_before = len(store.read_records(out, "classify"))
-    assert 12 <= n_before < 40 and not (out / "results.json").exists()
+    assert n_before == k and not (out / "results.json").exists()
+    with store.shard_path(out, "classify", 0).open("a") as f:
+        f.write('{"image": 99, "meth')  # killed mid-write
     rerun = subprocess.run(_cli(*args), env=ENV, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "resuming classify" in rerun.stdout
     assert _records(out) == _records(single)
     assert _table(out) == _table(single)
+    runs = json.loads((out / "run.json").read_text())["provenance"]  # the killed run and the rerun
+    assert len(runs) == 2 and all(r["command"].startswith("python -m bigain.evaluate classify") for r in runs)
 
 
 def test_interrupted_run_resumes_without_redoing_work(
@@ -316,6 +372,15 @@ def test_interrupted_run_resumes_without_redoing_work(
     assert len(after) == 40 and all(after[k] == v for k, v in first.items())  # kept, not recomputed
     assert _records(out) == _records(single)
     assert _table(out) == _table(single)
+    runs = json.loads((out / "run.json").read_text())["provenance"]
+    cmd = " ".join(["python -m bigain.evaluate", *args, "--out", str(out)])
+    assert [r["command"] for r in runs] == [f"{cmd} --max-new 17", cmd]
+    md = (out / "results.md").read_text()
+    assert (
+        "Computed in 2 runs (resumed or extended):" in md and "* [2] Command: `python -m bigain.evaluate classify" in md
+    )
+    assert main([*args, "--out", str(out)]) == 0  # nothing left to do: no new provenance record
+    assert len(json.loads((out / "run.json").read_text())["provenance"]) == 2
     # other settings into the same folder: refused, naming what differs
     other = ["classify", "--model", model, "--dataset", "digits", "--subset", "9", *METHODS, *PROTOCOL]
     capsys.readouterr()
@@ -355,11 +420,11 @@ def test_inception_fid_is_optional_and_explained(tmp_path: Path, monkeypatch: py
     assert f"python -m pytorch_fid {tmp_path / 'run' / 'real'} {tmp_path / 'run' / 'images' / 'lgtm-123'}" in note
 
 
-# ---- the digits replication (python -m bigain eval digits): cached-assignment rows, row merging ----
+# ---- the digits replication (python -m bigain.evaluate digits): cached-assignment rows, row merging ----
 
 
 def test_cached_assignment_specs_parse_and_pair_with_their_uncached_method() -> None:
-    from bigain import evaluate_digits as E
+    from bigain.evaluate import digits as E
     from bigain.methods import LGTM, ToMe, parse_method
 
     specs = dict(E.METHOD_SPECS)
@@ -387,10 +452,8 @@ def test_cached_assignment_specs_parse_and_pair_with_their_uncached_method() -> 
 
 
 def _cls_row(label: str, pred: list[int], labels: list[int]) -> dict:
-    from bigain import evaluate_digits as E
-
     k = sum(p == t for p, t in zip(pred, labels, strict=True))
-    lo, hi = E.wilson(k, len(labels))
+    lo, hi = stats.wilson(k, len(labels))
     return {
         "method": label,
         "correct": k,
@@ -413,7 +476,7 @@ def _cls_part(rows: dict, labels: list[int], protocol: dict | None = None) -> di
 
 
 def test_merging_new_rows_keeps_old_rows_and_their_provenance() -> None:
-    from bigain import evaluate_digits as E
+    from bigain.evaluate import digits as E
 
     labels = [0, 1, 2, 3, 4, 5]
     gpu = {"command": "python -m bigain eval digits --device cuda", "device": "cuda:0 (8 threads)"}
@@ -446,7 +509,7 @@ def test_merging_new_rows_keeps_old_rows_and_their_provenance() -> None:
     t = part["paired"]["lgtm-0.7-call vs lgtm-0.7"]
     assert (t["a_only"], t["b_only"], t["same_run"]) == (0, 2, True)
     assert part["paired"]["lgtm-0.7-call vs baseline"]["same_run"] is False
-    md = E.markdown({"model": "m", "logistic_regression_acc": 96.7, "classification": part})
+    md = report.digits_markdown({"model": "m", "logistic_regression_acc": 96.7, "classification": part})
     assert f"[1] Command: `{gpu['command']}`; device: {gpu['device']}" in md
     assert f"[2] Command: `{cpu['command']}`; device: {cpu['device']}" in md
     assert "| L-GTM r=0.7 cached/call | 50.0 |" in md and md.count("| [1] |") == 3  # baseline, todo-2, superseded
@@ -458,7 +521,7 @@ def test_merging_new_rows_keeps_old_rows_and_their_provenance() -> None:
     assert {k: r["run"] for k, r in again["methods"].items() if k != "tome-0.7-call"} == {
         k: r["run"] for k, r in rows.items()
     }
-    assert again["superseded"] == part["superseded"] and "[3] Command:" in E.markdown(
+    assert again["superseded"] == part["superseded"] and "[3] Command:" in report.digits_markdown(
         {"model": "m", "logistic_regression_acc": 96.7, "classification": again}
     )
     # other test images or protocol: the earlier rows cannot share the table
@@ -467,7 +530,7 @@ def test_merging_new_rows_keeps_old_rows_and_their_provenance() -> None:
 
 
 def test_generation_rows_merge_with_paired_recognition_tests() -> None:
-    from bigain import evaluate_digits as E
+    from bigain.evaluate import digits as E
 
     ref = {"model": "MLP", "test_acc": 98.9, "fid_ref_train_vs_test": 4.34113}
     row = {
@@ -508,7 +571,7 @@ def test_generation_rows_merge_with_paired_recognition_tests() -> None:
     assert part["methods"]["baseline"]["run"] == old["run"] and "tome-0.7" in part["superseded"]
     t = part["paired"]["tome-0.7-steps3 vs tome-0.7"]
     assert (t["a_only"], t["b_only"], t["mse"], t["same_run"]) == (0, 1, 0.02, True)
-    md = E.markdown({"model": "m", "logistic_regression_acc": 96.7, "generation": part})
+    md = report.digits_markdown({"model": "m", "logistic_regression_acc": 96.7, "generation": part})
     assert "| tome-0.7-steps3 vs tome-0.7 | 0 | 1 | 1 | 0.0200 | yes |" in md and "Command: `a`; device: cuda" in md
     # other samples per class: replaced, not mixed
     three = {**new, "per_class": 3, "methods": {"tome-0.7": {**row, "method": "ToMe r=0.7"}}}
@@ -516,7 +579,7 @@ def test_generation_rows_merge_with_paired_recognition_tests() -> None:
 
 
 def test_sample_grid_round_trips_its_tiles(tmp_path: Path) -> None:
-    from bigain import evaluate_digits as E
+    from bigain.evaluate import digits as E
 
     rng = np.random.default_rng(0)
     tiles = {k: rng.integers(0, 256, (10, 16, 16), dtype=np.uint8) for k in ("baseline", "lgtm-0.7-steps3")}
@@ -533,7 +596,7 @@ def test_eval_run_adds_rows_to_an_earlier_report(tmp_path: Path, monkeypatch: py
     JSON and the sample picture keep the earlier rows, each with the command and device behind it."""
     from types import SimpleNamespace
 
-    from bigain import evaluate_digits as E
+    from bigain.evaluate import digits as E
 
     labels, per_class = [3, 1, 4, 1, 5], 2
     tiles = {k: np.full((10, 16, 16), v, dtype=np.uint8) for k, v in (("baseline", 200), ("todo-2", 90))}
@@ -590,3 +653,127 @@ def test_eval_run_adds_rows_to_an_earlier_report(tmp_path: Path, monkeypatch: py
     md = (tmp_path / "fake.md").read_text()
     assert f"[1] Command: `{gpu['command']}`; device: cuda:0" in md and f"[2] Command: `{cmd}`" in md
     assert "| lgtm-0.7-call vs baseline | 0 | 2 | 0.5 | no |" in md
+
+
+def test_sensitivity_is_zero_for_no_change_and_grows_with_ratio() -> None:
+    from bigain.evaluate import digits as E
+    from bigain.models import load_model
+
+    m = load_model("digits-dit")
+    keys = [("baseline", bigain.Baseline()), ("a", bigain.ToMe(ratio=0.3, use_rand=False)),
+            ("b", bigain.ToMe(ratio=0.7, use_rand=False)), ("c", bigain.ToMe(ratio=0.5))]  # fmt: skip
+    r = E.sensitivity(m, keys, n_images=8)["ratio"]
+    assert "baseline" not in r and 0 < r["a"] < r["b"] < r["no self-attention"]
+    bigain.generate(m, 3, steps=2, method=bigain.ToMe(ratio=0.5))  # draws from ToMe's generator in between
+    assert r == E.sensitivity(m, keys, n_images=8)["ratio"]  # seeded, ToMe's random choices too
+
+
+def test_digits_is_a_subcommand_of_the_one_evaluation_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["digits", "--models", "digits-dit", "--grid-only", "--gen-methods", "baseline", "--out",
+                 str(tmp_path)]) == 0  # fmt: skip
+    assert (tmp_path / "digits-dit-samples.png").is_file()
+    assert main(["digits", "--models", "digits-dit", "--methods", "tome-0.9", "--out", str(tmp_path)]) == 2
+    assert "unknown method keys" in capsys.readouterr().err
+
+
+def test_shipped_reports_render_from_their_json() -> None:
+    """assets/eval/*.md are digits_markdown of the JSON next to them (the provenance lines included)."""
+    for path in sorted((ROOT / "assets" / "eval").glob("digits-*.json")):
+        res = json.loads(path.read_text())
+        assert report.digits_markdown(res) == path.with_suffix(".md").read_text(), path.name
+
+
+# ---- provenance (bigain.provenance) ---------------------------------------------------------
+
+
+def test_provenance_record_and_its_markdown() -> None:
+    p = P.provenance("cpu", "python -m bigain eval digits --limit 4", packages=("numpy",))
+    assert set(p) >= {"command", "git_commit", "timestamp", "device", "device_name", "threads", "cpu", "cpu_count",
+                      "python", "platform", "versions"}  # fmt: skip
+    assert p["command"] == "python -m bigain eval digits --limit 4" and p["device"] == "cpu"
+    assert p["versions"]["bigain"] == bigain.__version__ and p["versions"]["torch"] == torch.__version__
+    assert p["versions"]["numpy"] == np.__version__ and "diffusers" in p["versions"]
+    assert p["threads"] == torch.get_num_threads() and p["device_name"] == P.cpu_name()
+    assert len(p["timestamp"]) == 20 and p["timestamp"][10] == "T" and p["timestamp"].endswith("Z")
+    assert json.loads(json.dumps(p)) == p
+    n = p["threads"]
+    label = f"cpu ({p['device_name']}, torch {torch.__version__}, {n} thread{'s' if n != 1 else ''})"
+    assert P.device_label(p) == label
+    s = P.summary(p)
+    assert s == {"command": p["command"], "device": label, "git_commit": p["git_commit"], "timestamp": p["timestamp"]}
+    assert P.summary(s) is s
+    commit = f"`{p['git_commit']}`, " if p["git_commit"] else ""
+    assert P.markdown_lines(p) == [f"Command: `{p['command']}`  ", f"Device: {label}  ",
+                                   f"Commit: {commit}{p['timestamp']}"]  # fmt: skip
+    assert P.markdown_inline(s) == f"Command: `{p['command']}`; device: {label}; commit: {commit}{p['timestamp']}"
+    # a compact record from before commits were recorded: the two lines it always had
+    old = {"command": "c", "device": "cuda:0 (8 threads)"}
+    assert P.markdown_lines(old) == ["Command: `c`  ", "Device: cuda:0 (8 threads)"]
+    assert P.markdown_inline(old) == "Command: `c`; device: cuda:0 (8 threads)"
+
+
+def test_git_commit_format(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    sha = "4c753a04886e2b6727064496827edc3e4be56582"
+    git = tmp_path / "repo" / ".git"
+    (git / "refs" / "heads").mkdir(parents=True)
+    (git / "HEAD").write_text("ref: refs/heads/main\n")
+    (git / "refs" / "heads" / "main").write_text(sha + "\n")
+    root = git.parent
+    assert P.git_commit(root) == sha + "-dirty?"  # BIGAIN_GIT=0: not checked
+    monkeypatch.delenv("BIGAIN_GIT")
+    monkeypatch.delenv("BIGAIN_BENCH_GIT", raising=False)
+    calls = []
+
+    def status(out: str, rc: int = 0):
+        def run(cmd, **kw):
+            calls.append((cmd, kw["cwd"]))
+            return subprocess.CompletedProcess(cmd, rc, stdout=out, stderr="")
+
+        return run
+
+    monkeypatch.setattr(P.subprocess, "run", status(" M bigain/x.py\n"))
+    assert P.git_commit(root) == sha + "-dirty"
+    assert calls[-1] == (["git", "--no-optional-locks", "status", "--porcelain", "--", "bigain"], root)
+    monkeypatch.setattr(P.subprocess, "run", status(""))
+    assert P.git_commit(root) == sha
+    monkeypatch.setattr(P.subprocess, "run", status("", 128))
+    assert P.git_commit(root) == sha + "-dirty?"
+    (git / "refs" / "heads" / "main").unlink()  # packed refs
+    (git / "packed-refs").write_text(f"# pack-refs\n{sha} refs/heads/main\n")
+    monkeypatch.setattr(P.subprocess, "run", status(""))
+    assert P.git_commit(root) == sha
+    (git / "HEAD").write_text(sha[::-1] + "\n")  # detached
+    assert P.git_commit(root) == sha[::-1]
+    wt = tmp_path / "worktree"
+    wt.mkdir()
+    (wt / ".git").write_text(f"gitdir: {git}\n")
+    assert P.git_commit(wt) == sha[::-1]
+    assert P.git_commit(tmp_path / "nowhere") is None
+    monkeypatch.setenv("BIGAIN_GIT_COMMIT", "given-dirty")
+    assert P.git_commit(root) == "given-dirty"
+    assert P.short_commit(sha + "-dirty") == "4c753a0-dirty" and P.short_commit(sha) == "4c753a0"
+    assert P.short_commit(None) is None
+
+
+def test_command_line_names_the_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import SimpleNamespace
+
+    monkeypatch.setitem(sys.modules, "__main__", SimpleNamespace(__spec__=SimpleNamespace(name="bigain.__main__")))
+    assert P.command_line(["/x/bigain/__main__.py", "eval", "digits"]) == "python -m bigain eval digits"
+    monkeypatch.setitem(sys.modules, "__main__", SimpleNamespace(__spec__=None))
+    assert P.command_line(["train.py", "--steps", "2"]) == "python train.py --steps 2"
+
+
+def test_training_record_keeps_git_commit_next_to_its_provenance(tmp_path: Path) -> None:
+    """The evaluations key their reuse of earlier rows on training.json's git_commit (shipped records too)."""
+    from bigain.evaluate import digits as E
+    from bigain.train import TrainConfig, train
+
+    arch = _tiny_dit(num_layers=1, num_attention_heads=1, attention_head_dim=8)
+    rec = train("digits-dit", tmp_path, TrainConfig(steps=1, batch_size=2), arch=arch, quiet=True, command="cmd")
+    assert rec["git_commit"] == rec["provenance"]["git_commit"] and rec["provenance"]["command"] == "cmd"
+    assert rec["command"] == "cmd" and rec["provenance"]["device"] == "cpu"
+    saved = json.loads((tmp_path / "training.json").read_text())
+    assert saved["provenance"] == rec["provenance"]
+    shipped = E._training("digits-dit")  # a record from before provenance
+    assert shipped is None or set(shipped) == {"steps", "seed", "final_loss", "wall_s", "git_commit"}

@@ -14,102 +14,9 @@ from PIL import Image
 import bigain
 from bigain import digits
 from bigain.models import CARDS, LoadedModel, ModelUnavailable, load_model, to_image, to_latent, to_model_image
+from tests.tiny_pipelines import save_tiny_dit, save_tiny_sd
 
 torch.set_num_threads(1)
-
-
-# ---- tiny hub-format pipelines (random weights, built from configs) --------------------------
-
-
-def _tokenizer():
-    from transformers import CLIPTokenizer
-    from transformers.convert_slow_tokenizer import bytes_to_unicode
-
-    chars = list(bytes_to_unicode().values())  # byte-level BPE with no merges: one token per byte
-    vocab = {c: i for i, c in enumerate(chars)}
-    vocab |= {c + "</w>": len(chars) + i for i, c in enumerate(chars)}
-    vocab |= {"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1}
-    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
-
-
-def _vae():
-    from diffusers import AutoencoderKL
-
-    return AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2,
-        block_out_channels=(8, 8),
-        latent_channels=4,
-        norm_num_groups=4,
-        sample_size=16,
-    )
-
-
-def save_tiny_sd(folder: Path) -> Path:
-    """A StableDiffusionPipeline (U-Net with attention at full resolution, 1-layer CLIP) → folder."""
-    from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
-
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        cross_attention_dim=16,
-        attention_head_dim=2,
-        norm_num_groups=4,
-    )
-    tok = _tokenizer()
-    cfg = CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
-    sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
-    pipe = StableDiffusionPipeline(
-        unet=unet,
-        vae=_vae(),
-        text_encoder=CLIPTextModel(cfg),
-        tokenizer=tok,
-        scheduler=sched,
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-    pipe.save_pretrained(folder)
-    return folder
-
-
-def save_tiny_dit(folder: Path) -> Path:
-    """A DiTPipeline (3 blocks, learned σ, 4 classes) → folder, with an ImageNet-style id2label."""
-    from diffusers import DDIMScheduler, DiTPipeline, DiTTransformer2DModel
-
-    torch.manual_seed(0)
-    net = DiTTransformer2DModel(
-        sample_size=8,
-        patch_size=2,
-        in_channels=4,
-        out_channels=8,
-        num_layers=3,
-        num_attention_heads=2,
-        attention_head_dim=8,
-        num_embeds_ada_norm=4,
-        norm_num_groups=4,
-    )
-    DiTPipeline(transformer=net, vae=_vae(), scheduler=DDIMScheduler()).save_pretrained(folder)
-    index = folder / "model_index.json"
-    data = json.loads(index.read_text())
-    data["id2label"] = {"0": "tench, Tinca tinca", "1": "goldfish", "2": "great white shark", "3": "tiger shark"}
-    index.write_text(json.dumps(data))
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -226,13 +133,16 @@ def test_hub_model_missing_offline(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setattr(hc, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HOME", str(tmp_path))
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(ModelUnavailable, match="huggingface-cli download facebook/DiT-XL-2-256") as err:
+    with pytest.raises(ModelUnavailable, match="hf download facebook/DiT-XL-2-256") as err:
         load_model("dit-xl-2-256", device="cpu")
     assert isinstance(err.value, OSError) and "\n" not in str(err.value)
 
 
 def test_cards() -> None:
-    assert set(CARDS) == {"digits-dit", "digits-unet", "sd2-base", "dit-xl-2-256", "dit-xl-2-512"}
+    hub = {"sd2-base", "sdxl-base", "dit-xl-2-256", "dit-xl-2-512", "pixart-alpha-512", "pixart-sigma-1024"}
+    assert set(CARDS) == {"digits-dit", "digits-unet", "sd3-medium", "flux-schnell"} | hub
+    assert {c.sampler for c in CARDS.values() if c.name in ("sd3-medium", "flux-schnell")} == {"flow"}
+    assert CARDS["flux-schnell"].steps == 4 and CARDS["flux-schnell"].guidance == 1.0  # distilled: no CFG
     assert CARDS["sd2-base"].sampler == "euler" and CARDS["sd2-base"].prompt_template == "a photo of a {}."
     assert CARDS["dit-xl-2-512"].resolution == 512 and CARDS["dit-xl-2-256"].protocol["n_samples"] == (5, 20)
 
@@ -242,7 +152,7 @@ def test_cards() -> None:
 
 def test_tiny_sd_loads_through_the_same_code(tiny_sd: LoadedModel) -> None:
     m = tiny_sd
-    assert m.card.family == "unet" and m.card.conditioning == "prompts" and m.classes is None
+    assert m.backbone.name == "unet" and m.card.conditioning == "prompts" and m.classes is None
     assert m.card.source == "local" and m.resolution == 16 and m.latent_size == 8
     img = m.preprocess(Image.new("RGB", (40, 24), (200, 10, 10)))
     assert img.shape == (1, 3, 16, 16)
@@ -260,7 +170,7 @@ def test_tiny_sd_loads_through_the_same_code(tiny_sd: LoadedModel) -> None:
 
 def test_tiny_dit_labels_and_learned_sigma(tiny_dit: LoadedModel) -> None:
     m = tiny_dit
-    assert m.card.family == "dit" and m.classes[1] == "goldfish" and m.null_label == 4
+    assert m.backbone.name == "dit" and m.classes[1] == "goldfish" and m.null_label == 4
     assert m.class_id("Tinca tinca") == 0 and m.class_id("GOLDFISH") == 1
     z = torch.randn(2, 4, 8, 8)
     assert m.eps(z, torch.tensor([3, 999]), m.condition([0, 3])).shape == (2, 4, 8, 8)  # σ channels dropped

@@ -27,8 +27,19 @@ def adapter_for(model: nn.Module) -> type[Backbone]:
     for adapter in BACKBONES:
         if names & set(adapter.classes):
             return adapter
-    supported = ", ".join(c for a in BACKBONES for c in a.classes)
-    raise TypeError(f"bigain: don't know how to patch {type(model).__name__}; supported are {supported}")
+    raise TypeError(f"bigain: don't know how to patch {type(model).__name__}; supported are {_supported()}")
+
+
+def adapter_for_class(name: str) -> type[Backbone]:
+    """The adapter for a diffusers model class name (e.g. ``"SD3Transformer2DModel"``)."""
+    for adapter in BACKBONES:
+        if name in adapter.classes:
+            return adapter
+    raise TypeError(f"bigain: don't know the model class {name!r}; supported are {_supported()}")
+
+
+def _supported() -> str:
+    return ", ".join(c for a in BACKBONES for c in a.classes)
 
 
 __all__ = [
@@ -43,4 +54,5 @@ __all__ = [
     "Target",
     "UNet",
     "adapter_for",
+    "adapter_for_class",
 ]

@@ -106,3 +106,52 @@ class Backbone:
 
     def describe(self) -> str:
         return f"{self.name} ({type(self.model).__name__}, {len(self.targets)} attention blocks)"
+
+    # ---- how the family is called and conditioned (used by bigain.models, the bench and the tests) ----
+    #: what the denoiser predicts: "epsilon" (or the scheduler's prediction_type) or "flow" (velocity ε − x0)
+    prediction: ClassVar[str] = "epsilon"
+
+    @staticmethod
+    def call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One denoiser call: latents (B, C, H, W), timesteps (B,) in the scheduler's convention and the
+        condition (batch-first tensors named as in :meth:`condition`) → the raw output (B, C_out, H, W)."""
+        raise NotImplementedError
+
+    @staticmethod
+    def latent_channels(net: nn.Module) -> int:
+        """Channels of the (unpacked) latent the pipelines hold."""
+        return int(net.config.in_channels)
+
+    @staticmethod
+    def narrow(config: dict[str, Any], k: int) -> dict[str, Any]:
+        """The constructor config at 1/k of the width: same depth, heads and token grids."""
+        raise NotImplementedError
+
+    @staticmethod
+    def example_condition(
+        net: nn.Module, batch: int, text: tuple[int, int] | None, res: int, g: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        """A random condition of the right shapes (benchmarks and tests; speed does not depend on values).
+        ``text``: (tokens, width) of the text sequence; ``res``: the image side in pixels."""
+        raise NotImplementedError
+
+    @staticmethod
+    def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
+        """Prompts through the pipeline's own text encoders → a condition (``null``: the unconditional
+        input of classifier-free guidance, as the pipeline builds it for an empty negative prompt)."""
+        raise TypeError(f"{type(pipe).__name__} is not conditioned on text")
+
+
+def divided(config: dict[str, Any], k: int, *keys: str) -> dict[str, Any]:
+    """``config`` with each of ``keys`` divided by k (a clear error when one does not divide)."""
+    out = dict(config)
+    for key in keys:
+        v = int(out[key])
+        if v % k:
+            raise ValueError(f"width scale {k}: {key}={v} is not divisible by {k}")
+        out[key] = v // k
+    return out
+
+
+def randn(g: torch.Generator, *shape: int) -> torch.Tensor:
+    return torch.randn(*shape, generator=g)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bigain.backbones.base import Backbone, Site, Target, WrappedProcessor
+from bigain.backbones.base import Backbone, Site, Target, WrappedProcessor, divided, randn
 from bigain.methods import AttnCall
 from bigain.record import emit
 
@@ -36,12 +36,50 @@ class SD3(Backbone):
             for i, block in enumerate(model.transformer_blocks)
         ]
 
+    prediction = "flow"
+
+    @staticmethod
+    def call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        return net(
+            hidden_states=x,
+            encoder_hidden_states=cond["encoder_hidden_states"],
+            pooled_projections=cond["pooled_projections"],
+            timestep=t,
+            return_dict=False,
+        )[0]
+
+    @staticmethod
+    def narrow(config: dict[str, Any], k: int) -> dict[str, Any]:
+        cfg = divided(config, k, "attention_head_dim", "joint_attention_dim", "pooled_projection_dim")
+        cfg["caption_projection_dim"] = int(cfg["num_attention_heads"]) * int(cfg["attention_head_dim"])
+        return cfg
+
+    @staticmethod
+    def example_condition(
+        net: nn.Module, batch: int, text: tuple[int, int] | None, res: int, g: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        cfg = net.config
+        seq = text[0] if text else 333
+        return {
+            "encoder_hidden_states": randn(g, batch, seq, int(cfg.joint_attention_dim)),
+            "pooled_projections": randn(g, batch, int(cfg.pooled_projection_dim)),
+        }
+
+    @staticmethod
+    def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
+        pe, ne, pooled, npooled = pipe.encode_prompt(
+            prompts, None, None, device=pipe.transformer.device, do_classifier_free_guidance=null
+        )
+        embeds, pooled = (ne, npooled) if null else (pe, pooled)
+        return {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+
 
 class Flux(Backbone):
     name = "flux"
     classes = ("FluxTransformer2DModel",)
     timestep_arg = 3
     timestep_scale = 1000.0  # the Flux pipelines pass t / 1000
+    prediction = "flow"
 
     def find(self, model: nn.Module) -> list[Site]:
         double = [
@@ -67,6 +105,82 @@ class Flux(Backbone):
                 f"bigain: {n} Flux image tokens are not a square grid; call bigain.patch.image_grid(model, h, w)"
             )
         return side, side
+
+    # ---- calls and conditions: latents (B, C, H, W) are packed 2×2 into (B, H/2·W/2, 4C) tokens ----
+    @staticmethod
+    def latent_channels(net: nn.Module) -> int:
+        return int(net.config.in_channels) // 4
+
+    @staticmethod
+    def call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        b, c, hh, ww = x.shape
+        h, w = hh // 2, ww // 2
+        from bigain import patch  # lazy: patch imports the adapters
+
+        if patch.is_patched(net):
+            patch.image_grid(net, h, w)
+        tokens = x.reshape(b, c, h, 2, w, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, 4 * c)
+        text = cond["encoder_hidden_states"]
+        img_ids, txt_ids = _ids(h, w, text.shape[1], x.device, x.dtype)
+        extra = {"guidance": cond["guidance"]} if "guidance" in cond else {}
+        out = net(
+            hidden_states=tokens,
+            encoder_hidden_states=text,
+            pooled_projections=cond["pooled_projections"],
+            timestep=t / 1000,
+            img_ids=img_ids,
+            txt_ids=txt_ids,
+            return_dict=False,
+            **extra,
+        )[0]
+        return out.reshape(b, h, w, -1, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, -1, hh, ww)
+
+    @staticmethod
+    def narrow(config: dict[str, Any], k: int) -> dict[str, Any]:
+        cfg = divided(config, k, "attention_head_dim", "joint_attention_dim", "pooled_projection_dim")
+        axes = [int(a) for a in cfg["axes_dims_rope"]]
+        if any(a % k or (a // k) % 2 for a in axes):
+            raise ValueError(f"width scale {k}: the rotary axes {axes} / {k} must stay even")
+        cfg["axes_dims_rope"] = [a // k for a in axes]
+        return cfg
+
+    @staticmethod
+    def example_condition(
+        net: nn.Module, batch: int, text: tuple[int, int] | None, res: int, g: torch.Generator
+    ) -> dict[str, torch.Tensor]:
+        cfg = net.config
+        seq = text[0] if text else 256
+        cond = {
+            "encoder_hidden_states": randn(g, batch, seq, int(cfg.joint_attention_dim)),
+            "pooled_projections": randn(g, batch, int(cfg.pooled_projection_dim)),
+        }
+        if cfg.guidance_embeds:
+            cond["guidance"] = torch.full((batch,), 3.5)
+        return cond
+
+    @staticmethod
+    def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
+        if null:
+            raise ValueError("Flux is guidance-distilled: it has no unconditional input (use guidance 1)")
+        embeds, pooled, _ = pipe.encode_prompt(prompts, None, device=pipe.transformer.device)
+        cond = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
+        if pipe.transformer.config.guidance_embeds:  # FLUX.1-dev: distilled guidance as an input
+            cond["guidance"] = torch.full((len(prompts),), 3.5, device=embeds.device)
+        return cond
+
+
+_IDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+
+def _ids(h: int, w: int, n_txt: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flux's positions: (row, column) per image token, zeros for text; cached per grid (constants)."""
+    key = (h, w, n_txt, device, dtype)
+    if key not in _IDS:
+        rows = torch.arange(h, device=device).repeat_interleave(w)
+        cols = torch.arange(w, device=device).repeat(h)
+        img = torch.stack([torch.zeros_like(rows), rows, cols], 1).to(dtype)
+        _IDS[key] = img, torch.zeros(n_txt, 3, device=device, dtype=dtype)
+    return _IDS[key]
 
 
 class JointProcessor(WrappedProcessor):

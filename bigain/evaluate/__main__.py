@@ -1,4 +1,5 @@
-"""``python -m bigain.evaluate {classify,generate,report} …`` — also under ``accelerate launch``.
+"""``python -m bigain.evaluate {classify,generate,report,digits} …`` — the one command line of
+the evaluations (``python -m bigain eval …`` is the same); classify/generate also under ``accelerate launch``.
 
 Examples::
 
@@ -7,6 +8,10 @@ Examples::
     accelerate launch --num_processes 8 -m bigain.evaluate classify --model sd2-base \\
         --dataset pets --data-root /data/pets --methods baseline tome:ratio=0.7 lgtm:ratio=0.7 --out runs/pets
     python -m bigain.evaluate report runs/pets-cls runs/pets-gen
+    python -m bigain.evaluate digits --models digits-dit --limit 20 --samples 2 --out /tmp/digits-eval
+
+``digits`` is the small replication on the embedded models (:mod:`bigain.evaluate.digits`),
+written to ``assets/eval/<model>.json|.md|-samples.png`` by default.
 """
 
 from __future__ import annotations
@@ -31,9 +36,11 @@ from bigain.evaluate.run import (
     select_indices,
 )
 
+PROG = "python -m bigain.evaluate"
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m bigain.evaluate", description=__doc__.split("\n\n")[0])
+
+def _parser(prog: str = PROG) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     for name, help_ in (("classify", "diffusion-classifier accuracy"), ("generate", "one image per evaluation image")):
         s = sub.add_parser(name, help=help_)
@@ -77,7 +84,81 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("report", help="merge finished or partial runs into one table")
     r.add_argument("runs", nargs="+", type=Path)
     r.add_argument("--md", type=Path, help="also write the Markdown here")
+    _digits_parser(sub)
     return p
+
+
+def _digits_parser(sub: Any) -> None:
+    e = sub.add_parser("digits", help="the digits replication (accuracy + sample quality per method)")
+    e.add_argument("--models", nargs="+", default=["digits-dit", "digits-unet"])
+    e.add_argument("--limit", type=int, default=None, help="evaluate this many test images (default: all 360)")
+    e.add_argument("--samples", type=int, default=100, help="generated samples per class (0: skip)")
+    e.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="method keys for classification, or groups: all, default, cached (default: every uncached method); "
+        "earlier rows on the same weights and images that this run does not measure are kept",
+    )
+    e.add_argument(
+        "--gen-methods",
+        nargs="+",
+        default=None,
+        help="method keys for generation, or groups: all, default, cached (default: the key set); "
+        "earlier rows with the same samples setting that this run does not measure are kept",
+    )
+    e.add_argument("--skip-classify", action="store_true")
+    e.add_argument("--grid-only", action="store_true", help="only the labelled sample picture (1 per class, seed 0)")
+    e.add_argument("--device", default=None)
+    e.add_argument("--threads", type=int, default=None)
+    e.add_argument("--out", type=Path, default=None, help="output folder (default: assets/eval)")
+    e.add_argument("--quiet", action="store_true")
+
+
+def run_digits(a: argparse.Namespace, command: str) -> int:
+    """``digits``: every model in ``--models``, each report printed as it is written."""
+    import torch
+    from tqdm import tqdm
+
+    from bigain.evaluate import digits
+    from bigain.evaluate.report import digits_markdown
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    bars: dict[str, Any] = {}
+
+    def progress(desc: str, i: int, n: int) -> None:
+        if a.quiet:
+            return
+        bar = bars.get(desc)
+        if bar is None:
+            for old in bars.values():
+                old.close()
+            bars.clear()
+            bar = bars[desc] = tqdm(total=n, desc=desc)
+        bar.update(i - bar.n)
+
+    for name in a.models:
+        if a.grid_only:
+            print(digits.grid_only(name, a.out, a.gen_methods))
+            continue
+        res = digits.run(
+            name,
+            a.out,
+            a.limit,
+            a.samples,
+            a.methods,
+            a.gen_methods,
+            a.device,
+            skip_classify=a.skip_classify,
+            command=command,
+            progress=progress,
+        )
+        for bar in bars.values():
+            bar.close()
+        bars.clear()
+        print(digits_markdown(res))
+    return 0
 
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
@@ -89,8 +170,9 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return {k: getattr(args, k) for k in names if getattr(args, k) is not None}
 
 
-def build_job(args: argparse.Namespace) -> Job:
-    """Everything that can be checked without the model: methods, dataset, subset, model name."""
+def build_job(args: argparse.Namespace, command: str | None = None) -> Job:
+    """Everything that can be checked without the model: methods, dataset, subset, model name.
+    ``command`` is what the provenance records (default: this process's command line)."""
     methods = method_specs(args.methods)
     name = args.model
     card = card_of(name)  # unknown model → ValueError before anything is read or loaded
@@ -98,7 +180,9 @@ def build_job(args: argparse.Namespace) -> Job:
     check_card(card, dataset)
     indices = select_indices(dataset, args.subset, args.subset_seed, args.subset_per_class, args.subset_file)
     options = _protocol(name, args.command, _options(args))
-    return Job(args.command, args.out, name, dataset, indices, methods, args.seed, options, args.device, args.dtype)
+    job = Job(args.command, args.out, name, dataset, indices, methods, args.seed, options, args.device, args.dtype)
+    job.command = command
+    return job
 
 
 def _protocol(model: str, task: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -139,22 +223,28 @@ def card_of(name: str) -> Any:
     return card
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+def main(argv: list[str] | None = None, prog: str = PROG) -> int:
+    """Run one command; ``prog`` is how it was invoked (``python -m bigain eval`` from
+    :mod:`bigain.cli`), recorded with the arguments in every result's provenance."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser(prog).parse_args(argv)
+    command = " ".join([prog, *argv])
     log = partial(print, flush=True)
     try:
+        if args.command == "digits":
+            return run_digits(args, command)
         if args.command == "report":
             results = []
             for run in args.runs:
                 if not (run / "run.json").is_file():
                     raise ValueError(f"{run} holds no run (no run.json)")
-                results.append(finalize(run, log=lambda *a, **k: None))
+                results.append(finalize(run, log=lambda *a, **k: None, command=command))
             md = render_markdown(results)
             print(md)
             if args.md:
                 args.md.write_text(md + "\n", encoding="utf-8")
             return 0
-        job = build_job(args)
+        job = build_job(args, command)
         acc = make_accelerator(args.cpu, args.timeout_min)
         execute(job, acc, args.max_new, log=log if acc.is_main_process else _rank_log(acc.process_index))
         acc.end_training()

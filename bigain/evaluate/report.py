@@ -1,24 +1,28 @@
-"""Merge per-image records into the run's result: accuracy with Wilson 95% intervals, agreement
-between methods, cost per image, FID; and the Markdown table laid out like the paper's Tables 2/4."""
+"""Every table of both evaluations: merge per-image records into the run's result (accuracy with
+Wilson 95% intervals, agreement between methods, cost per image, FID) and the Markdown table laid
+out like the paper's Tables 2/4 (``python -m bigain.evaluate classify|generate|report``); the
+Markdown report of the digits replication (:func:`digits_markdown`, ``python -m bigain.evaluate
+digits``); and, for both, the provenance lines of the runs behind a table (:func:`runs_block`)."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-Z95 = 1.959963984540054
+from bigain import provenance
+from bigain.evaluate.stats import wilson
 
 
-def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for k successes out of n (fractions in [0, 1])."""
-    if n <= 0:
-        return (0.0, 1.0)
-    p = k / n
-    denom = 1 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return (max(0.0, centre - half), min(1.0, centre + half))
+def runs_block(runs: Sequence[dict[str, Any]], several: str) -> list[str]:
+    """Markdown lines on the runs behind a table (provenance records, full or compact): one run →
+    its ``Command`` / ``Device`` / ``Commit`` lines; several → ``several`` (``{n}`` = their number)
+    and a numbered list, ``[i]`` being what a *run* column of the table shows."""
+    if not runs:
+        return []
+    if len(runs) == 1:
+        return ["", *provenance.markdown_lines(runs[0])]
+    lines = ["", several.format(n=len(runs)), ""]
+    return lines + [f"* [{i}] {provenance.markdown_inline(run)}" for i, run in enumerate(runs, 1)]
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -142,3 +146,167 @@ def agreement_table(agreement: dict[str, dict[str, float]]) -> str:
     lines = ["| agreement (%) | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     lines += [f"| {a} | " + " | ".join(f"{agreement[a][b]:.1f}" for b in names) + " |" for a in names]
     return "\n".join(lines)
+
+
+# ---- the digits replication (python -m bigain.evaluate digits) --------------------------------
+
+
+def digits_markdown(res: dict[str, Any]) -> str:
+    """The replication's report (``assets/eval/<model>.md``) from its JSON: classification with
+    Wilson intervals and McNemar tests, the sensitivity section, generated samples; each part with
+    the runs (command, device, commit) its rows come from."""
+    c, g = res.get("classification"), res.get("generation")
+    lines = [f"# Digits replication: {res['model']}", ""]
+    lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
+    if c:
+        n_t = c["protocol"]
+        runs = _runs(c)
+        lines += [
+            f"## Diffusion-classifier top-1 on the test split ({len(c['images'])} images; protocol {n_t})",
+            *_part_runs(c),
+            "",
+            "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |" + _run_head(runs),
+            "|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
+        ]
+        base = c["methods"].get("baseline", {}).get("acc")
+        for r in c["methods"].values():
+            d = "" if base is None else f"{r['acc'] - base:+.1f}"
+            lines.append(
+                f"| {r['method']} | {r['acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {d} | "
+                f"{r['evals_per_image']:.0f} | {r['denoiser_s_per_image']:.3f} |" + _run_cell(r, runs)
+            )
+        lines += [
+            "",
+            "Exact McNemar tests (paired on the same images):",
+            "",
+            "| pair | only first right | only second right | p |" + (" same run |" if len(runs) > 1 else ""),
+        ]
+        lines += ["|---|---|---|---|" + "---|" * (len(runs) > 1)]
+        for pair, t in c["paired"].items():
+            lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |" + _same_run_cell(t, runs))
+        lines += _superseded_md(c, runs, "classification")
+    if res.get("sensitivity"):
+        lines += _sensitivity_md(res["sensitivity"], c)
+    if g:
+        ref = g["reference"]
+        runs = _runs(g)
+        lines += [
+            "",
+            f"## Generated samples ({g['per_class']} per class, DDIM {g['steps']} steps, guidance {g['guidance']})",
+            *_part_runs(g),
+            "",
+            f"Reference classifier: {ref['model']}, test accuracy {ref['test_acc']:.1f}%; "
+            f"train-vs-test FID_ref {ref['fid_ref_train_vs_test']:.2f} (a floor for real data).",
+            "",
+            "| method | recognised % | Wilson 95% | FID_ref | KID_ref | MSE vs baseline | denoiser s/call |"
+            + _run_head(runs),
+            "|---|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
+        ]
+        for r in g["methods"].values():
+            mse = f"{r['mse_vs_baseline']:.4f}" if "mse_vs_baseline" in r else "—"
+            lines.append(
+                f"| {r['method']} | {r['cond_acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {r['fid_ref']:.2f} | "
+                f"{r['kid_ref']:.4f} | {mse} | {r['denoiser_s_per_call']:.4f} |" + _run_cell(r, runs)
+            )
+        if g.get("paired"):
+            lines += [
+                "",
+                "Paired on the same noise: exact McNemar tests on which samples the reference classifier recognises,",
+                "and the mean squared difference between the two methods' samples (rows of one run only):",
+                "",
+                "| pair | only first recognised | only second recognised | p | MSE between samples |"
+                + (" same run |" if len(runs) > 1 else ""),
+                "|---|---|---|---|---|" + "---|" * (len(runs) > 1),
+            ]
+            for pair, t in g["paired"].items():
+                mse = f"{t['mse']:.4f}" if "mse" in t else "—"
+                lines.append(
+                    f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} | {mse} |" + _same_run_cell(t, runs)
+                )
+        lines += _superseded_md(g, runs, "generation")
+    return "\n".join(lines) + "\n"
+
+
+def _runs(part: dict[str, Any]) -> list[dict[str, Any]]:
+    """The distinct runs (provenance summaries) behind a part's rows: earlier ones in order of
+    appearance, then the part's own (latest) run."""
+    runs: list[dict[str, Any]] = []
+    rows = [*part["methods"].values(), *[r for v in part.get("superseded", {}).values() for r in v]]
+    for r in rows:
+        run = r.get("run") or part.get("run")
+        if run and run not in runs:
+            runs.append(run)
+    if part.get("run") in runs:
+        runs.remove(part["run"])
+        runs.append(part["run"])
+    return runs or ([part["run"]] if part.get("run") else [])
+
+
+def _part_runs(part: dict[str, Any]) -> list[str]:
+    """Command and device (and commit) of the part, or of each run its rows come from (numbered as the run column)."""
+    runs = _runs(part) if "methods" in part else ([part["run"]] if part.get("run") else [])
+    return runs_block(runs, "Rows come from {n} runs (column *run*):")
+
+
+def _run_head(runs: list[dict[str, Any]]) -> str:
+    return " run |" if len(runs) > 1 else ""
+
+
+def _run_cell(row: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    if len(runs) <= 1:
+        return ""
+    run = row.get("run")
+    return f" [{runs.index(run) + 1}] |" if run in runs else " ? |"
+
+
+def _same_run_cell(t: dict[str, Any], runs: list[dict[str, Any]]) -> str:
+    if len(runs) <= 1:
+        return ""
+    return {True: " yes |", False: " no |"}.get(t.get("same_run"), " ? |")
+
+
+def _superseded_md(part: dict[str, Any], runs: list[dict[str, Any]], kind: str) -> list[str]:
+    old = part.get("superseded") or {}
+    if not old:
+        return []
+    what = "top-1 %" if kind == "classification" else "recognised %"
+    lines = [
+        "",
+        "Earlier measurements of re-measured rows (replaced above, kept in the JSON under `superseded`):",
+        "",
+        f"| method | {what} | Wilson 95% |" + (" FID_ref |" if kind == "generation" else "") + " run |",
+        "|---|---|---|" + "---|" * (kind == "generation") + "---|",
+    ]
+    order = list(part["methods"])  # a re-measured key is in the table: its rows follow the table's order
+    for key in sorted(old, key=lambda k: (order.index(k) if k in order else len(order), k)):
+        for r in old[key]:
+            acc = r["acc"] if kind == "classification" else r["cond_acc"]
+            fid = f" {r['fid_ref']:.2f} |" if kind == "generation" else ""
+            run = r.get("run")
+            ref = f"[{runs.index(run) + 1}]" if run in runs else "?"
+            lines.append(f"| {r['method']} | {acc:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} |{fid} {ref} |")
+    return lines
+
+
+def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]:
+    labels = {k: r["method"] for k, r in (c or {}).get("methods", {}).items()}
+    contrast = sens.get("contrast", {})
+    rows = [
+        f"| {labels.get(k, k)} | {v:.3f} | {contrast[k]:.3f} |"
+        if k in contrast
+        else f"| {labels.get(k, k)} | {v:.3f} | — |"
+        for k, v in sens["ratio"].items()
+    ]
+    return [
+        "",
+        f"## Denoiser sensitivity ({sens['n_images']} test images, t ∈ {sens['timesteps']})",
+        *_part_runs(sens),
+        "",
+        "ε moved: mean ‖ε_method − ε‖² / ‖ε − noise‖², next to swapping the class (`class`) and zeroing every",
+        "self-attention output (`no self-attention`). Class contrast moved: mean ‖Δ(ε_true − ε_other)‖² /",
+        "‖ε_true − ε_other‖², what the classifier ranks on; a change shared by every class leaves it alone.",
+        "",
+        "| change | ε moved | class contrast moved |",
+        "|---|---|---|",
+        *rows,
+    ]

@@ -5,6 +5,13 @@ Sharding: the images still to do (sorted by dataset index) are dealt round-robin
 rank ``k % world_size`` — so a fresh run sends image position k to rank k % N, and a resumed run
 spreads only the remaining work. Results never depend on the rank: every method sees, for image i,
 the noise/latents drawn from ``seed + i``.
+
+Provenance (:mod:`bigain.provenance`): every run that computes records appends its record to
+``run.json``'s ``provenance`` list; ``results.json`` carries the record of the process that wrote it,
+and ``results.md`` the command, device and commit of the runs behind each table.
+
+Test hook: ``$BIGAIN_EVAL_KILL_AFTER=K`` makes a process SIGKILL itself right after its K-th new
+record is on disk — a kill at a chosen point, for the resume tests.
 """
 
 from __future__ import annotations
@@ -12,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -23,6 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from bigain import provenance
 from bigain.datasets import EvalDataset
 from bigain.evaluate import fid as fidlib
 from bigain.evaluate import report, store
@@ -55,6 +64,7 @@ class Job:
     device: str | None = None
     dtype: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)
+    command: str | None = None  # recorded in the provenance (default: this process's command line)
 
 
 def method_specs(specs: Sequence[str]) -> list[MethodSpec]:
@@ -179,7 +189,9 @@ def execute(job: Job, acc: Any, max_new: int | None = None, log: Any = print) ->
         old = json.loads((job.out / store.RUN_FILE).read_text()) if resumed else {}
         methods = old.get("methods", {}) | {m.key: {"label": m.label, "params": m.method.params()} for m in job.methods}
         slugs = old.get("slugs", {}) | {m.key: m.slug for m in job.methods}
-        store.write_json(job.out / store.RUN_FILE, {**settings, "methods": methods, "slugs": slugs})
+        prov = {**provenance.provenance(job.device or acc.device, job.command), "processes": world}
+        runs = [*old.get("provenance", []), prov] if pending else old.get("provenance", [])
+        store.write_json(job.out / store.RUN_FILE, {**settings, "methods": methods, "slugs": slugs, "provenance": runs})
         verb = "resuming" if resumed else "starting"
         log(
             f"{verb} {job.task}: {len(job.indices)} images × {len(job.methods)} methods, {len(pending)} images to do "
@@ -193,7 +205,7 @@ def execute(job: Job, acc: Any, max_new: int | None = None, log: Any = print) ->
     acc.wait_for_everyone()
     if stopped or not acc.is_main_process:
         return None
-    return finalize(job.out, log=log)
+    return finalize(job.out, log=log, command=job.command)
 
 
 def check_card(card: Any, dataset: EvalDataset) -> None:
@@ -246,6 +258,7 @@ def _work(
     """Evaluate this rank's images; returns True if stopped early by ``max_new``."""
     conds = conditions(model, job.dataset)
     where = {"device": str(model.device), "dtype": str(model.dtype).removeprefix("torch.")}
+    kill_after = int(os.environ["BIGAIN_EVAL_KILL_AFTER"]) if os.environ.get("BIGAIN_EVAL_KILL_AFTER") else None
     n_new = 0
     t0 = time.perf_counter()
     with store.Shard(store.shard_path(job.out, job.task, rank)) as shard:
@@ -261,6 +274,8 @@ def _work(
                 rec |= {"image": i, "method": m.key, "label": job.dataset.labels[i], "rank": rank, **where}
                 shard.append(rec)
                 n_new += 1
+                if n_new == kill_after:  # the test hook: a hard kill at a known point (no cleanup)
+                    os.kill(os.getpid(), getattr(signal, "SIGKILL", signal.SIGTERM))
             if rank == 0 and (k + 1) % max(1, len(mine) // 20) == 0:
                 el = time.perf_counter() - t0
                 log(
@@ -319,8 +334,9 @@ def _save_png(image: Any, path: Path) -> None:
 # ---- merging --------------------------------------------------------------------------------
 
 
-def finalize(out: Path, log: Any = print) -> dict[str, Any]:
-    """Merge the shards of the run in ``out`` into ``results.json`` and ``results.md``."""
+def finalize(out: Path, log: Any = print, command: str | None = None) -> dict[str, Any]:
+    """Merge the shards of the run in ``out`` into ``results.json`` and ``results.md``; the JSON
+    records the provenance of this process (``command``: default, its command line)."""
     run = json.loads((out / store.RUN_FILE).read_text())
     task, images = run["task"], run["indices"]
     methods = [(k, v["label"]) for k, v in run["methods"].items()]
@@ -333,9 +349,11 @@ def finalize(out: Path, log: Any = print) -> dict[str, Any]:
         for row in summary["methods"]:
             row.update(fids.get(row["key"], {}))
     result = {"run": run, **summary, "rows": _rows(run, task, summary)}
+    where = "cuda" if task == "generate" and torch.cuda.is_available() else "cpu"  # Inception FID's device
+    result["provenance"] = provenance.provenance(where, command)
     store.write_json(out / "results.json", result)
     md = render_markdown([result])
-    (out / "results.md").write_text(md + "\n", encoding="utf-8")
+    store.write_text(out / "results.md", md + "\n")
     log(md)
     return result
 
@@ -364,7 +382,12 @@ def render_markdown(results: Sequence[dict[str, Any]]) -> str:
     for res in results:
         run = res["run"]
         title = f"### {run['task']}: {run['model']} on {run['dataset']['name']} ({len(run['indices'])} images)"
-        parts += ["", title, "", report.cost_table(res["methods"])]
+        parts += [
+            "",
+            title,
+            *report.runs_block(run.get("provenance", []), "Computed in {n} runs (resumed or extended):"),
+        ]
+        parts += ["", report.cost_table(res["methods"])]
         if res.get("agreement"):
             parts += ["", report.agreement_table(res["agreement"])]
         if not res.get("complete", True):

@@ -1,4 +1,5 @@
-"""Crash-safe result files: one append-only JSON-lines shard per process, plus the run's settings.
+"""Crash-safe result files: one append-only JSON-lines shard per process, plus the run's settings;
+atomic JSON / text writes for every result file of both evaluations (:func:`write_json`, :func:`write_text`).
 
 A record is one line written with a single ``write`` and ``fsync``'d before the next image starts,
 so a killed process loses at most the line it was writing; a torn last line is cut off when the
@@ -15,8 +16,9 @@ from typing import Any
 
 SHARD_DIR = "shards"
 RUN_FILE = "run.json"
-#: run.json entries a rerun may extend (more methods) rather than having to match.
-ADDITIVE = ("methods", "slugs")
+#: run.json entries a rerun may extend (more methods; the provenance of every run that added
+#: records) rather than having to match.
+ADDITIVE = ("methods", "slugs", "provenance")
 
 
 class Shard:
@@ -74,11 +76,16 @@ def done_keys(records: Iterable[dict[str, Any]]) -> set[tuple[int, str]]:
     return {(r["image"], r["method"]) for r in records}
 
 
-def write_json(path: Path, obj: Any) -> None:
+def write_json(path: Path, obj: Any, indent: int = 2) -> None:
     """Write JSON atomically (temporary file + rename), so readers never see half a file."""
+    write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + "\n")
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write a text file (UTF-8) atomically: a temporary file in the same folder, then a rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

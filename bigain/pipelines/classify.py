@@ -9,6 +9,12 @@ the ``to_keep[r]`` best. The paper's protocol is pool range(25, 1000, 50), round
 (5, 1): round 1 runs t = 125, 325, 525, 725, 925 for all classes. Denoiser calls are batched,
 mixing classes and timesteps; no classifier-free guidance.
 
+Other targets, same protocol (:meth:`bigain.models.LoadedModel.noised` / ``target``): v-prediction
+models are scored against v = √ᾱ·ε − √(1−ᾱ)·x0. Flow-matching models (SD3, Flux), going beyond the
+diffusion-classifier release, are scored against the velocity ε − x0 at x_t = (1 − σ)·x0 + σ·ε with
+σ = t / 1000 for the same pool of t (so σ ∈ {0.025, 0.075, …, 0.975}), the same paired noise, and
+uniform weights over σ, which is the rectified-flow loss without SD3's logit-normal time weighting.
+
 Scores: ``softmax(−mean_err / (temperature · best_mean_err))``, a scale-free "calibrated-looking"
 confidence: with the default temperature 0.05, a class whose mean error is 5% above the best one
 gets e⁻¹ of its weight. It is a display aid, not a probability anyone calibrated.
@@ -207,7 +213,6 @@ class _Run:
         self.order: list[int] = []
         self.errors: np.ndarray = np.empty(0)
         self.n_evals = 0
-        self.acp = model.alphas_cumprod.to(model.device)
 
     def run(self, n_classes: int, progress: Progress | None, label: str) -> list[int | None]:
         self.errors = np.full((n_classes, len(self.pool)), np.nan)
@@ -244,12 +249,12 @@ class _Run:
         cls = [c for c, _ in jobs]
         ts = torch.tensor([t for _, t in jobs], device=self.x0.device)
         eps = self.noise[[self.order.index(t) for _, t in jobs]]
-        a = self.acp[ts].view(-1, 1, 1, 1).to(self.x0.dtype)
-        x_t = a.sqrt() * self.x0 + (1 - a).sqrt() * eps
+        x_t = self.model.noised(self.x0, eps, ts)
         # every batch is new: cached merge assignments are rebuilt (fresh), t = 0 is decided on the host
         host_ts = [t for _, t in jobs]
         pred = self.timer.eps(self.model, x_t, ts, take(self.cond, cls), mode=self.mode, t_host=host_ts, fresh=True)
-        err = (eps.float() - pred.float()).square().mean(dim=(1, 2, 3)).cpu().numpy()
+        target = self.model.target(self.x0, eps, ts)
+        err = (target.float() - pred.float()).square().mean(dim=(1, 2, 3)).cpu().numpy()
         for (c, t), e in zip(jobs, err, strict=True):
             self.errors[c, self.pool.index(t)] = float(e)
         self.n_evals += len(jobs)

@@ -142,8 +142,9 @@ def generate(
         raise ValueError(f"recording pictures needs the eager mode, not {mode!r}")
     t_start = time.perf_counter()
     sched = model.scheduler(sampler)
-    sched.set_timesteps(steps, device=model.device)
-    latents = initial_noise(model, len(conds), seed).to(model.device, model.dtype) * sched.init_noise_sigma
+    model.set_timesteps(sched, steps)
+    sigma0 = getattr(sched, "init_noise_sigma", 1.0)  # flow matching starts from unit noise
+    latents = initial_noise(model, len(conds), seed).to(model.device, model.dtype) * sigma0
     cond = _build_condition(model, conds, guidance)
     timer = Timer(model.device)
     with patch.compress(model, meth), _maybe_record(record) as rec:
@@ -192,7 +193,8 @@ def _step(
     t_host: float | None = None,
 ) -> torch.Tensor:
     x = latents if guidance == 1 else torch.cat([latents, latents])
-    x = sched.scale_model_input(x, t)
+    if hasattr(sched, "scale_model_input"):  # Euler's σ-scaling; flow matching has none
+        x = sched.scale_model_input(x, t)
     eps = timer.eps(model, x, t.expand(x.shape[0]), cond, mode=mode, t_host=t_host).to(latents.dtype)
     if guidance != 1:
         e_c, e_u = eps.chunk(2)

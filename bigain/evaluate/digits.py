@@ -1,4 +1,5 @@
-"""The small-scale replication on the embedded digits models: ``python -m bigain eval digits``.
+"""The small-scale replication on the embedded digits models: ``python -m bigain.evaluate digits``
+(also ``python -m bigain eval digits``).
 
 For each model and each method (Baseline; ToMe and L-GTM at ratio 0.3/0.5/0.7; ToDo and IE-KVD at
 factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo; on request, the
@@ -19,12 +20,16 @@ cached-assignment variants of ToMe / L-GTM, method doc §L, next to the method t
 * sensitivity (:func:`sensitivity`, seconds): how far each method moves ε and the class contrast
   the classifier ranks on, next to swapping the class and zeroing self-attention.
 
-Writes ``assets/eval/<model>.json`` (with per-image predictions) and ``.md`` and a sample grid PNG.
+Writes ``assets/eval/<model>.json`` (with per-image predictions, and the run's
+:func:`bigain.provenance.provenance` record) and ``.md`` (:func:`bigain.evaluate.report.digits_markdown`)
+and a sample grid PNG. Statistics come from :mod:`bigain.evaluate.stats`, files are written with
+:mod:`bigain.evaluate.store` (atomically).
 Results are kept **per row**: a run measures the rows it is asked for; rows of an earlier run on
 the same weights (same training record) and the same settings (test images and protocol; samples
 per class, sampler and reference classifier) that this run does not measure are kept, each with
-the command and device that produced it; a row measured again replaces the old one, which moves to
-the part's ``superseded`` list. A part a run skips keeps its earlier result as it was.
+the run (command, device, commit, time: :func:`bigain.provenance.summary`) that produced it; a row
+measured again replaces the old one, which moves to the part's ``superseded`` list. A part a run
+skips keeps its earlier result as it was.
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from __future__ import annotations
 import base64
 import json
 import math
-import platform
 import sys
 import time
 from dataclasses import asdict
@@ -43,8 +47,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bigain import digits
-from bigain.evaluate.report import wilson
+from bigain import digits, provenance
+from bigain.evaluate import report, store
+from bigain.evaluate.stats import mcnemar_exact, wilson
 from bigain.methods import Method, parse_method
 from bigain.models import assets_dir, cat, load_model
 from bigain.pipelines.classify import Protocol, classify
@@ -90,20 +95,6 @@ PAIRS: list[tuple[str, str]] = [
 ]
 #: Key groups the command line accepts next to single keys.
 GROUPS = ("all", "default", "cached")
-
-
-def mcnemar_exact(a: list[bool], b: list[bool]) -> dict[str, Any]:
-    """Exact two-sided McNemar test on paired outcomes: b01 = a right & b wrong, b10 = the reverse."""
-    if len(a) != len(b):
-        raise ValueError("paired outcomes must have the same length")
-    b01 = sum(x and not y for x, y in zip(a, b, strict=True))
-    b10 = sum(y and not x for x, y in zip(a, b, strict=True))
-    n = b01 + b10
-    if n == 0:
-        return {"a_only": 0, "b_only": 0, "p": 1.0}
-    k = min(b01, b10)
-    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2**n)
-    return {"a_only": b01, "b_only": b10, "p": p}
 
 
 def _methods(
@@ -229,11 +220,12 @@ def same_settings(old: dict[str, Any], new: dict[str, Any], kind: str) -> bool:
     )
 
 
-def merge_part(old: dict[str, Any] | None, new: dict[str, Any], run: dict[str, str], kind: str) -> dict[str, Any]:
+def merge_part(old: dict[str, Any] | None, new: dict[str, Any], run: dict[str, Any], kind: str) -> dict[str, Any]:
     """The part ``new`` just measured by ``run``, with the rows of ``old`` (the same part from an
     earlier run on the same weights) it did not measure, when :func:`same_settings` allows.
 
-    Every row records the run (command, device) that measured it; rows of ``old`` without one get
+    Every row records the run (:func:`bigain.provenance.summary`: command, device, commit, time)
+    that measured it; rows of ``old`` without one get
     ``old["run"]``. A row measured again replaces the old one, which is appended to
     ``superseded[key]``; rows are ordered as :data:`METHOD_SPECS`; the paired tests are redone."""
     rows = {k: {**r, "run": run} for k, r in new["methods"].items()}
@@ -452,133 +444,6 @@ def grid_only(model_name: str, out_dir: Path | None = None, keys: list[str] | No
     return path
 
 
-def markdown(res: dict[str, Any]) -> str:
-    c, g = res.get("classification"), res.get("generation")
-    lines = [f"# Digits replication: {res['model']}", ""]
-    lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
-    if c:
-        n_t = c["protocol"]
-        runs = _runs(c)
-        lines += [
-            f"## Diffusion-classifier top-1 on the test split ({len(c['images'])} images; protocol {n_t})",
-            *_provenance(c),
-            "",
-            "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |" + _run_head(runs),
-            "|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
-        ]
-        base = c["methods"].get("baseline", {}).get("acc")
-        for r in c["methods"].values():
-            d = "" if base is None else f"{r['acc'] - base:+.1f}"
-            lines.append(
-                f"| {r['method']} | {r['acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {d} | "
-                f"{r['evals_per_image']:.0f} | {r['denoiser_s_per_image']:.3f} |" + _run_cell(r, runs)
-            )
-        lines += [
-            "",
-            "Exact McNemar tests (paired on the same images):",
-            "",
-            "| pair | only first right | only second right | p |" + (" same run |" if len(runs) > 1 else ""),
-        ]
-        lines += ["|---|---|---|---|" + "---|" * (len(runs) > 1)]
-        for pair, t in c["paired"].items():
-            lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |" + _same_run_cell(t, runs))
-        lines += _superseded_md(c, runs, "classification")
-    if res.get("sensitivity"):
-        lines += _sensitivity_md(res["sensitivity"], c)
-    if g:
-        ref = g["reference"]
-        runs = _runs(g)
-        lines += [
-            "",
-            f"## Generated samples ({g['per_class']} per class, DDIM {g['steps']} steps, guidance {g['guidance']})",
-            *_provenance(g),
-            "",
-            f"Reference classifier: {ref['model']}, test accuracy {ref['test_acc']:.1f}%; "
-            f"train-vs-test FID_ref {ref['fid_ref_train_vs_test']:.2f} (a floor for real data).",
-            "",
-            "| method | recognised % | Wilson 95% | FID_ref | KID_ref | MSE vs baseline | denoiser s/call |"
-            + _run_head(runs),
-            "|---|---|---|---|---|---|---|" + "---|" * (len(runs) > 1),
-        ]
-        for r in g["methods"].values():
-            mse = f"{r['mse_vs_baseline']:.4f}" if "mse_vs_baseline" in r else "—"
-            lines.append(
-                f"| {r['method']} | {r['cond_acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} | {r['fid_ref']:.2f} | "
-                f"{r['kid_ref']:.4f} | {mse} | {r['denoiser_s_per_call']:.4f} |" + _run_cell(r, runs)
-            )
-        if g.get("paired"):
-            lines += [
-                "",
-                "Paired on the same noise: exact McNemar tests on which samples the reference classifier recognises,",
-                "and the mean squared difference between the two methods' samples (rows of one run only):",
-                "",
-                "| pair | only first recognised | only second recognised | p | MSE between samples |"
-                + (" same run |" if len(runs) > 1 else ""),
-                "|---|---|---|---|---|" + "---|" * (len(runs) > 1),
-            ]
-            for pair, t in g["paired"].items():
-                mse = f"{t['mse']:.4f}" if "mse" in t else "—"
-                lines.append(
-                    f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} | {mse} |" + _same_run_cell(t, runs)
-                )
-        lines += _superseded_md(g, runs, "generation")
-    return "\n".join(lines) + "\n"
-
-
-def _runs(part: dict[str, Any]) -> list[dict[str, str]]:
-    """The distinct runs (command, device) behind a part's rows: earlier ones in order of
-    appearance, then the part's own (latest) run."""
-    runs: list[dict[str, str]] = []
-    rows = [*part["methods"].values(), *[r for v in part.get("superseded", {}).values() for r in v]]
-    for r in rows:
-        run = r.get("run") or part.get("run")
-        if run and run not in runs:
-            runs.append(run)
-    if part.get("run") in runs:
-        runs.remove(part["run"])
-        runs.append(part["run"])
-    return runs or ([part["run"]] if part.get("run") else [])
-
-
-def _run_head(runs: list[dict[str, str]]) -> str:
-    return " run |" if len(runs) > 1 else ""
-
-
-def _run_cell(row: dict[str, Any], runs: list[dict[str, str]], part_run: dict[str, str] | None = None) -> str:
-    if len(runs) <= 1:
-        return ""
-    run = row.get("run") or part_run
-    return f" [{runs.index(run) + 1}] |" if run in runs else " ? |"
-
-
-def _same_run_cell(t: dict[str, Any], runs: list[dict[str, str]]) -> str:
-    if len(runs) <= 1:
-        return ""
-    return {True: " yes |", False: " no |"}.get(t.get("same_run"), " ? |")
-
-
-def _superseded_md(part: dict[str, Any], runs: list[dict[str, str]], kind: str) -> list[str]:
-    old = part.get("superseded") or {}
-    if not old:
-        return []
-    what = "top-1 %" if kind == "classification" else "recognised %"
-    lines = [
-        "",
-        "Earlier measurements of re-measured rows (replaced above, kept in the JSON under `superseded`):",
-        "",
-        f"| method | {what} | Wilson 95% |" + (" FID_ref |" if kind == "generation" else "") + " run |",
-        "|---|---|---|" + "---|" * (kind == "generation") + "---|",
-    ]
-    for key in sorted(old, key=_order):
-        for r in old[key]:
-            acc = r["acc"] if kind == "classification" else r["cond_acc"]
-            fid = f" {r['fid_ref']:.2f} |" if kind == "generation" else ""
-            run = r.get("run")
-            ref = f"[{runs.index(run) + 1}]" if run in runs else "?"
-            lines.append(f"| {r['method']} | {acc:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} |{fid} {ref} |")
-    return lines
-
-
 def run(
     model_name: str,
     out_dir: Path | None = None,
@@ -589,12 +454,13 @@ def run(
     device: str | None = None,
     skip_classify: bool = False,
     skip_generate: bool = False,
-    command: str = "",
+    command: str | None = None,
     progress=None,
 ) -> dict[str, Any]:
     """Evaluate one embedded model; writes ``<out_dir>/<model>.json|.md|-samples.png`` and returns
     the result. Rows of an earlier result on the same weights and settings that this run does not
-    measure are kept (:func:`merge_part`)."""
+    measure are kept (:func:`merge_part`). ``command`` is recorded in the provenance (default: this
+    process's command line)."""
     progress = progress or (lambda desc, i, n: None)
     cls_methods = _methods(method_keys, CLASSIFY_DEFAULT, "classification")
     gen_methods = _methods(gen_keys, GEN_DEFAULT, "generation")
@@ -602,14 +468,13 @@ def run(
     out_dir = out_dir or assets_dir() / "eval"
     out_dir.mkdir(parents=True, exist_ok=True)
     lr = digits.logistic_baseline()
-    run_info = {
-        "command": command,
-        "device": f"{model.device} ({platform.processor() or platform.machine()}, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads)",
-    }
+    prov = provenance.provenance(model.device, command)
+    run_info = provenance.summary(prov)  # stored with every row this run measures
     res: dict[str, Any] = {
         "model": model.card.name,
-        **run_info,
+        "command": run_info["command"],
+        "device": run_info["device"],
+        "provenance": prov,
         "logistic_regression_acc": 100 * lr["correct"] / lr["n"],
         "logistic_regression": lr,
         "training": _training(model_name),
@@ -664,50 +529,17 @@ def _thumbs_from_old_grid(
         part["methods"][k]["thumbs"] = encode_tiles(by_key[k])
 
 
-def _sensitivity_md(sens: dict[str, Any], c: dict[str, Any] | None) -> list[str]:
-    labels = {k: r["method"] for k, r in (c or {}).get("methods", {}).items()}
-    contrast = sens.get("contrast", {})
-    rows = [
-        f"| {labels.get(k, k)} | {v:.3f} | {contrast[k]:.3f} |"
-        if k in contrast
-        else f"| {labels.get(k, k)} | {v:.3f} | — |"
-        for k, v in sens["ratio"].items()
-    ]
-    return [
-        "",
-        f"## Denoiser sensitivity ({sens['n_images']} test images, t ∈ {sens['timesteps']})",
-        *_provenance(sens),
-        "",
-        "ε moved: mean ‖ε_method − ε‖² / ‖ε − noise‖², next to swapping the class (`class`) and zeroing every",
-        "self-attention output (`no self-attention`). Class contrast moved: mean ‖Δ(ε_true − ε_other)‖² /",
-        "‖ε_true − ε_other‖², what the classifier ranks on; a change shared by every class leaves it alone.",
-        "",
-        "| change | ε moved | class contrast moved |",
-        "|---|---|---|",
-        *rows,
-    ]
-
-
-def _provenance(part: dict[str, Any]) -> list[str]:
-    """Command and device of the part, or of each run its rows come from (numbered as the run column)."""
-    runs = _runs(part) if "methods" in part else ([part["run"]] if part.get("run") else [])
-    if len(runs) <= 1:
-        return ["", f"Command: `{runs[0]['command']}`  ", f"Device: {runs[0]['device']}"] if runs else []
-    lines = ["", f"Rows come from {len(runs)} runs (column *run*):", ""]
-    for i, run in enumerate(runs, 1):
-        lines.append(f"* [{i}] Command: `{run['command']}`; device: {run['device']}")
-    return lines
-
-
 def _kept_parts(path: Path, training: dict[str, Any] | None) -> dict[str, Any]:
     """Classification / generation results of an earlier run on the same weights (same training
-    record), each stamped with the command and device that produced it."""
+    record), each stamped with the run (command, device, …) that produced it."""
     if not path.is_file():
         return {}
     old = json.loads(path.read_text())
     if old.get("training") != training:
         return {}
-    first = {"command": old.get("command", ""), "device": old.get("device", "")}
+    first = {"command": old.get("command", ""), "device": old.get("device", "")}  # files from before provenance
+    if old.get("provenance"):
+        first = provenance.summary(old["provenance"])
     return {k: {"run": first, **old[k]} for k in ("classification", "generation") if k in old}
 
 
@@ -720,5 +552,5 @@ def _training(name: str) -> dict[str, Any] | None:
 
 
 def _write(res: dict[str, Any], out_dir: Path, name: str) -> None:
-    (out_dir / f"{name}.json").write_text(json.dumps(res, indent=1) + "\n")
-    (out_dir / f"{name}.md").write_text(markdown(res))
+    store.write_json(out_dir / f"{name}.json", res, indent=1)
+    store.write_text(out_dir / f"{name}.md", report.digits_markdown(res))

@@ -1,0 +1,114 @@
+"""Image input and the pixel-space 'autoencoder': any PIL mode, array, tensor or file → the model's
+input range, and the lossless space-to-depth of the embedded U-Net."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+
+def to_latent(images: torch.Tensor, factor: int) -> torch.Tensor:
+    """Space-to-depth: (B, C, R, R) → (B, C·f², R/f, R/f); f = 1 is the identity. It is a fixed, exactly
+    invertible 'autoencoder' (a permutation of pixels, so Gaussian noise stays i.i.d. Gaussian)."""
+    return F.pixel_unshuffle(images, factor) if factor > 1 else images
+
+
+def to_image(latents: torch.Tensor, factor: int) -> torch.Tensor:
+    """The inverse of :func:`to_latent`."""
+    return F.pixel_shuffle(latents, factor) if factor > 1 else latents
+
+
+def _as_array(image: Any) -> np.ndarray:
+    """PIL image, path, numpy array → float array (H, W, C) in [0, 1]; RGBA/LA are composited on white."""
+    from PIL import Image
+
+    if isinstance(image, (str, os.PathLike)):
+        path = Path(image)
+        if not path.is_file():
+            raise ValueError(f"no image file at {path}")
+        try:
+            with Image.open(path) as im:
+                im.load()
+                image = im.copy()
+        except OSError as err:
+            raise ValueError(f"{path} is not an image PIL can read ({err})") from err
+    if isinstance(image, Image.Image):
+        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+            arr = np.asarray(image, dtype=np.float64)
+            top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
+            return (np.clip(arr / (top if image.mode != "F" or arr.max() > 1 else 1.0), 0, 1))[..., None]
+        if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+            rgba = image.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            image = Image.alpha_composite(bg, rgba)
+        image = image.convert("RGB")
+        return np.asarray(image, dtype=np.float64) / 255.0
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.ndim == 2:
+            arr = arr[..., None]
+        if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
+            raise ValueError(f"an image array must be H×W or H×W×C with C in (1, 3, 4), got shape {image.shape}")
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float64) / 255.0
+        elif arr.dtype == np.uint16:
+            arr = arr.astype(np.float64) / 65535.0
+        elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
+            arr = arr.astype(np.float64)
+            if not np.isfinite(arr).all():
+                raise ValueError("the image array has NaN or infinite values")
+            lo, hi = arr.min(), arr.max()
+            arr = (arr + 1) / 2 if lo < 0 else (arr if hi <= 1 else arr / 255.0)
+        else:
+            raise TypeError(f"unsupported image array dtype {arr.dtype}")
+        if arr.shape[-1] == 4:  # straight alpha over white
+            arr = arr[..., :3] * arr[..., 3:] + (1 - arr[..., 3:])
+        return np.clip(arr, 0, 1)
+    raise TypeError(
+        f"an image must be a PIL image, a numpy array, a torch tensor or a file path, not {type(image).__name__}"
+    )
+
+
+def to_model_image(image: Any, size: int, channels: int, digits: bool = False) -> torch.Tensor:
+    """Any supported image → (1, channels, size, size) float32 in [-1, 1].
+
+    Photos: resize the short side (bicubic, antialiased) and centre-crop, as the paper's
+    pre-processing. Digits (``digits=True``): grayscale, squashed to size×size, and inverted when
+    the border is brighter than the centre, because the models saw light ink on a dark ground.
+    A torch tensor is taken as already in [-1, 1] with shape (C, H, W) or (1, C, H, W)."""
+    if isinstance(image, torch.Tensor):
+        x = image.detach().float().cpu()
+        x = x[None] if x.ndim == 3 else x
+        if x.ndim == 2:
+            x = x[None, None]
+        if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 3):
+            raise ValueError(
+                f"an image tensor must be (C, H, W) or (1, C, H, W) with C in (1, 3), got {tuple(image.shape)}"
+            )
+    else:
+        arr = _as_array(image)
+        x = torch.from_numpy(arr).float().permute(2, 0, 1)[None] * 2 - 1
+    if x.shape[1] == 3 and channels == 1:
+        x = 0.299 * x[:, :1] + 0.587 * x[:, 1:2] + 0.114 * x[:, 2:3]
+    elif x.shape[1] == 1 and channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    h, w = x.shape[-2:]
+    if digits:
+        if (h, w) != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1).mean()
+        if border > x.mean():
+            x = -x
+        return x.clamp(-1, 1).contiguous()
+    scale = size / min(h, w)
+    if (h, w) != (size, size):
+        nh, nw = max(size, round(h * scale)), max(size, round(w * scale))
+        x = F.interpolate(x, size=(nh, nw), mode="bicubic", antialias=True, align_corners=False)
+        top, left = (nh - size) // 2, (nw - size) // 2
+        x = x[..., top : top + size, left : left + size]
+    return x.clamp(-1, 1).contiguous()
