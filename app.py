@@ -21,6 +21,7 @@ from PIL import Image
 
 import bigain
 from bigain import execution, explain, viz
+from bigain.methods import METHODS
 from bigain.models import load_model
 
 log = logging.getLogger("bigain.app")
@@ -45,7 +46,14 @@ MODEL_CHOICES = [
     ("Stable Diffusion 2 base (hub, GPU)", "sd2-base"),
     ("DiT-XL/2 256 (hub, GPU)", "dit-xl-2-256"),
 ]
-METHOD_CHOICES = [("ToMe", "tome"), ("L-GTM (BiGain)", "lgtm"), ("ToDo", "todo"), ("IE-KVD (BiGain)", "iekvd")]
+
+
+def method_choices() -> list[tuple[str, str]]:
+    """Every compressing method of the registry (read when the page is built); BiGain's own are marked."""
+    ours = ("lgtm", "iekvd")
+    return [(f"{c.title} (BiGain)" if c.name in ours else c.title, c.name) for c in METHODS.values() if c.compresses]
+
+
 MAX_PIXELS = 4096 * 4096
 MAX_CLASSES = 100
 QUEUE_SIZE = 16
@@ -95,9 +103,15 @@ def _methods(names: list[str] | None, ratio_tome: float, ratio_lgtm: float, fact
              schedule: bool, alpha_end: float) -> list[bigain.Method]:  # fmt: skip
     if isinstance(names, str):
         names = [names]
-    return explain.methods_from_knobs(
-        names or [], ratio_tome, ratio_lgtm, factor, alpha, float(alpha_end) if schedule else None
-    )
+    kv = {"factor": explain.whole(factor, "KV factor")}
+    settings = {
+        "tome": {"ratio": float(ratio_tome)},
+        "lgtm": {"ratio": float(ratio_lgtm)},
+        "todo": kv,
+        "iekvd": {**kv, "alpha": float(alpha), "alpha_end": float(alpha_end) if schedule else None},
+        "freqkv": kv,
+    }
+    return explain.methods_from_settings(names or [], settings)
 
 
 def _seed(seed: Any) -> int:
@@ -399,10 +413,10 @@ image's pixels; the **Look inside** tab shows the same maps inside the model whi
 def _knobs(prefix: str, single: bool = False) -> dict[str, Any]:
     """Method choice and per-method settings (one set per tab)."""
     if single:
-        methods: Any = gr.Radio(METHOD_CHOICES, value="lgtm", label="Method", elem_id=f"{prefix}-methods")
+        methods: Any = gr.Radio(method_choices(), value="lgtm", label="Method", elem_id=f"{prefix}-methods")
     else:
         methods = gr.CheckboxGroup(
-            METHOD_CHOICES,
+            method_choices(),
             value=["tome", "lgtm", "todo", "iekvd"],
             label="Methods (the baseline always runs first)",
             elem_id=f"{prefix}-methods",

@@ -9,10 +9,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-METHOD_HELP = (
-    "compression method: baseline, tome, lgtm, todo or iekvd, with options as name:key=value;key=value, "
-    "e.g. 'lgtm:ratio=0.7', 'iekvd:alpha=0.8;alpha_end=1.2', 'todo:factor=2' (default: baseline)"
-)
+from bigain.zoo import CARDS
+
+
+def method_help() -> str:
+    """The --method help, written from the method registry (so a new method appears without editing this)."""
+    from bigain.methods import describe_methods
+
+    return (
+        "compression method as name or name:key=value;key=value, e.g. 'lgtm:ratio=0.7', "
+        f"'iekvd:alpha=0.8;alpha_end=1.2', 'sito:ratio=0.5' (default: baseline). Methods: {describe_methods()}"
+    )
 
 
 class _Bar:
@@ -38,12 +45,11 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
         default="digits-dit",
-        help="card name (digits-dit, digits-unet, sd2-base, "
-        "dit-xl-2-256, dit-xl-2-512) or a local diffusers folder (default: digits-dit)",
+        help=f"card name ({', '.join(CARDS)}) or a local diffusers folder (default: digits-dit)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: fp16 on GPU for hub models)")
-    p.add_argument("--method", default=None, help=METHOD_HELP)
+    p.add_argument("--method", default=None, help=method_help().replace("%", "%%"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 

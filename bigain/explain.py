@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bigain import viz
-from bigain.methods import IEKVD, LGTM, Baseline, Method, ToDo, ToMe
+from bigain.methods import IEKVD, LGTM, Baseline, Method, ToDo, ToMe, make_method, method_class
 from bigain.ops import rng
 from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
 from bigain.ops.laplacian import laplacian_response, laplacian_score
@@ -179,7 +179,7 @@ def learn_figures(
 ) -> tuple[Any, Any, Any]:
     """The three "learn the idea" figures for one image: frequency split, which tokens each
     method keeps (ToMe and L-GTM at ``ratio``, ToDo and IE-KVD at ``factor``), and the KV picture."""
-    grid, factor = _int(grid, "grid"), _int(factor, "factor")
+    grid, factor = whole(grid, "grid"), whole(factor, "factor")
     parts = frequency_parts(image, grid)
     tome, lgtm = ToMe(ratio=ratio), LGTM(ratio=ratio)
     iekvd = IEKVD(factor=factor, alpha=alpha)
@@ -277,37 +277,23 @@ def _event_tokens(image: Image.Image, h: int, w: int) -> np.ndarray:
 # ---- method construction from UI knobs -----------------------------------------------------
 
 
-def methods_from_knobs(
-    names: Sequence[str],
-    ratio_tome: float = 0.5,
-    ratio_lgtm: float = 0.7,
-    factor: int = 2,
-    alpha: float = 0.9,
-    alpha_end: float | None = None,
-) -> list[Method]:
-    """Methods by registry name or title with the app's knobs (validated by the method classes).
-    The baseline is never in the list: comparisons always run it first."""
+def methods_from_settings(names: Sequence[str], settings: dict[str, dict[str, Any]] | None = None) -> list[Method]:
+    """Methods by registry name or title (:data:`bigain.methods.METHODS`), each built from its own
+    ``settings[name]`` (parameter → value; missing parameters keep their defaults) and validated by
+    its class. The baseline is never in the list: comparisons always run it first."""
     out: list[Method] = []
     for raw in names:
-        key = str(raw).lower().replace("-", "").replace(" ", "")
-        if key == "baseline":
+        cls = method_class(str(raw))
+        if not cls.compresses:
             continue
-        if key == "tome":
-            out.append(ToMe(ratio=float(ratio_tome)))
-        elif key == "lgtm":
-            out.append(LGTM(ratio=float(ratio_lgtm)))
-        elif key == "todo":
-            out.append(ToDo(factor=_int(factor, "factor")))
-        elif key == "iekvd":
-            out.append(IEKVD(factor=_int(factor, "factor"), alpha=float(alpha), alpha_end=alpha_end))
-        else:
-            raise ValueError(f"unknown method {raw!r}; choose from ToMe, L-GTM, ToDo, IE-KVD")
-    if len({m for m in out}) != len(out):
+        out.append(make_method(cls.name, **(settings or {}).get(cls.name, {})))
+    if len(set(out)) != len(out):
         raise ValueError("each method can be chosen once")
     return out
 
 
-def _int(v: Any, name: str) -> int:
+def whole(v: Any, name: str) -> int:
+    """A widget's number as an integer, or a ValueError naming the field (2.5 is not rounded)."""
     f = float(v)
     if not math.isfinite(f) or f != int(f):
         raise ValueError(f"{name} must be a whole number, got {v!r}")
@@ -324,7 +310,7 @@ __all__ = [
     "kv_choice",
     "learn_figures",
     "merge_choice",
-    "methods_from_knobs",
+    "methods_from_settings",
 ]
 
 

@@ -10,21 +10,35 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
 
 from bigain.ops import triton as fused  # torch ops, or fused kernels for CUDA tensors
 from bigain.ops.kv import alpha_at, alpha_weight
-from bigain.ops.merge import Merge, cell_positions, constant, grid_cells, match, slots_to_index, split_order
+from bigain.ops.kv_select import select_kv_index
+from bigain.ops.laplacian import laplacian_score
+from bigain.ops.merge import (
+    Merge,
+    cell_positions,
+    constant,
+    destination_slots,
+    grid_cells,
+    match,
+    slots_to_index,
+    split_order,
+)
 from bigain.ops.rng import draw
+from bigain.ops.scorers import SCORERS, token_score
+from bigain.ops.sito import SiToPlan, sito_plan
 
 #: DiT blocks compressed by the paper's scripts (0-indexed), filtered to those that exist.
 PAPER_DIT_BLOCKS: tuple[int, ...] = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
 MAX_DOWNSAMPLES = (1, 2, 4, 8)
 MAX_FACTOR = 8
 REUSE = ("off", "call", "steps")
+DST = ("laplacian", "laplacian-code")
 
 
 @dataclass
@@ -96,6 +110,63 @@ def _fail(method: str, arg: str, allowed: str, got: object) -> ValueError:
 
 
 @dataclass(frozen=True)
+class Param:
+    """One declared parameter of a method: what the app, the CLI, the benchmark and the evaluations
+    build their knobs and validation from. ``kind``: float, int, bool, str or tuple; ``lo``/``hi``:
+    the allowed range (numbers); ``choices``: the allowed values (str); ``optional``: None allowed
+    (meaning "the default behaviour", see ``help``); ``knob``: shown in the app's settings."""
+
+    name: str
+    kind: type
+    default: Any
+    label: str
+    help: str = ""
+    lo: float | None = None
+    hi: float | None = None
+    choices: tuple[Any, ...] | None = None
+    optional: bool = False
+    knob: bool = True
+
+    def allowed(self) -> str:
+        """The allowed values in words (for error messages and help texts)."""
+        if self.choices is not None:
+            text = f"one of {self.choices}"
+        elif self.kind is bool:
+            text = "true or false"
+        elif self.kind is tuple:
+            text = "a tuple of integers"
+        else:
+            what = "an integer" if self.kind is int else "a number"
+            text = f"{what} in [{self.lo:g}, {self.hi:g}]" if self.lo is not None and self.hi is not None else what
+        return text + (" or None" if self.optional else "")
+
+    def check(self, title: str, v: Any) -> None:
+        """Raise a ValueError naming the method, the parameter and the allowed values unless ``v`` fits.
+        Types are checked, not coerced (True is not 1, 2.5 is not an integer)."""
+        if v is None and self.optional:
+            return
+        ok = {
+            bool: isinstance(v, bool),
+            int: isinstance(v, int) and not isinstance(v, bool),
+            float: isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v),
+            str: isinstance(v, str),
+            tuple: isinstance(v, tuple),
+        }[self.kind]
+        if ok and self.choices is not None:
+            ok = v in self.choices
+        if ok and self.kind in (int, float):
+            ok = (self.lo is None or v >= self.lo) and (self.hi is None or v <= self.hi)
+        if not ok:
+            raise _fail(title, self.name, self.allowed(), v)
+
+
+def param(default: Any, label: str, help: str = "", *, kind: type | None = None, **spec: Any) -> Any:
+    """A dataclass field that declares a :class:`Param` (its name is the field's)."""
+    kind = kind or (type(default) if default is not None else float)
+    return field(default=default, metadata={"param": Param("", kind, default, label, help, **spec)})
+
+
+@dataclass(frozen=True)
 class Method:
     """Base class. ``max_downsample`` picks U-Net levels (None = the backbone's default, the
     highest-resolution level with self-attention; 1 = full resolution only); ``blocks`` picks
@@ -111,12 +182,34 @@ class Method:
     compresses: ClassVar[bool] = True
     skips_final_step: ClassVar[bool] = False  # runs uncompressed at t = 0 (the host decides)
 
-    max_downsample: int | None = None
-    blocks: tuple[int, ...] | None = None
+    max_downsample: int | None = param(
+        None,
+        "U-Net levels (max downsample)",
+        "compress U-Net levels up to this downsample (None: the highest-resolution level with attention)",
+        kind=int,
+        choices=MAX_DOWNSAMPLES,
+        optional=True,
+        knob=False,
+    )
+    blocks: tuple[int, ...] | None = param(
+        None, "Transformer blocks", "block indices (None: the paper's 1–5, 7–11)", kind=tuple, optional=True, knob=False
+    )
+
+    @classmethod
+    def parameters(cls) -> list[Param]:
+        """The declared parameters, in field order, with this class's defaults."""
+        out = []
+        for f in fields(cls):
+            meta = next((c.__dataclass_fields__[f.name].metadata.get("param") for c in cls.__mro__
+                         if f.name in getattr(c, "__dataclass_fields__", {})
+                         and "param" in c.__dataclass_fields__[f.name].metadata), None)  # fmt: skip
+            if f.init and meta is not None:
+                out.append(replace(meta, name=f.name, default=f.default))
+        return out
 
     def __post_init__(self) -> None:
-        if self.max_downsample is not None and self.max_downsample not in MAX_DOWNSAMPLES:
-            raise _fail(self.title, "max_downsample", f"one of {MAX_DOWNSAMPLES}", self.max_downsample)
+        for p in self.parameters():
+            p.check(self.title, getattr(self, p.name))
         if self.blocks is not None:
             blocks = tuple(self.blocks)
             if not blocks or any(not isinstance(b, int) or isinstance(b, bool) or b < 0 for b in blocks):
@@ -180,20 +273,16 @@ class ToMe(Method):
     name: ClassVar[str] = "tome"
     title: ClassVar[str] = "ToMe"
 
-    ratio: float = 0.5
-    sx: int = 2
-    sy: int = 2
-    use_rand: bool = True
-    reuse: str = "off"
-    every: int = 3
+    ratio: float = param(0.5, "Merge ratio", "fraction of tokens merged away (at most 1 − 1/(sx·sy))", lo=0, hi=0.98)
+    sx: int = param(2, "Stride x", "cell width: one destination per sx×sy cell", lo=1, hi=8)
+    sy: int = param(2, "Stride y", "cell height", lo=1, hi=8)
+    use_rand: bool = param(True, "Random destinations", "tomesd's random destination per cell (else top-left)")
+    reuse: str = param("off", "Cached assignments", "off, once per call, or kept for `every` steps", choices=REUSE)
+    every: int = param(3, "Reuse every", "calls between two matchings with reuse='steps'", lo=1, hi=100)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         _check_stride(self.title, self.ratio, self.sx, self.sy)
-        if self.reuse not in REUSE:
-            raise _fail(self.title, "reuse", f"one of {REUSE}", self.reuse)
-        if not isinstance(self.every, int) or isinstance(self.every, bool) or not 1 <= self.every <= 100:
-            raise _fail(self.title, "every", "an integer in [1, 100]", self.every)
 
     @property
     def reuse_every(self) -> int:
@@ -292,28 +381,37 @@ class LGTM(ToMe):
     on low-frequency anchors and high-contrast tokens are never destinations.
 
     ``dst="laplacian"`` is the paper; ``"laplacian-code"`` reproduces the released code's
-    1×4 grouping quirk (method doc §I.1)."""
+    1×4 grouping quirk (method doc §I.1). ``scorer`` swaps the Laplacian ℓ1 for one of the paper's
+    ablation scores (Table 8, :mod:`bigain.ops.scorers`)."""
 
     name: ClassVar[str] = "lgtm"
     title: ClassVar[str] = "L-GTM"
-    DST: ClassVar[tuple[str, ...]] = ("laplacian", "laplacian-code")
 
     ratio: float = 0.7
-    dst: str = "laplacian"
-    use_rand: bool = False
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if self.dst not in self.DST:
-            raise _fail(self.title, "dst", f"one of {self.DST}", self.dst)
+    dst: str = param("laplacian", "Destination layout", "the paper, or the released code's 1×4 quirk", choices=DST)
+    scorer: str = param(
+        "laplacian",
+        "Token scorer",
+        "the destination score (Table 8): the lowest-scoring token of a cell becomes its destination",
+        choices=tuple(SCORERS),
+    )
+    use_rand: bool = field(default=False, init=False)  # destinations come from the scores
 
     def prepare(self, info: CallInfo) -> None:
         return None  # destinations depend on each layer's tokens
 
     def order(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor | None]:
-        slots, scores = fused.laplacian_slots(call.metric, call.h, call.w, self.sx, self.sy, self.dst)
+        if self.scorer == "laplacian":
+            slots, scores = fused.laplacian_slots(call.metric, call.h, call.w, self.sx, self.sy, self.dst)
+        else:
+            scores = token_score(call.metric, call.h, call.w, self.scorer)
+            slots = destination_slots(call.h, call.w, self.sx, self.sy, self.dst, scores=scores)
         dst = slots_to_index(slots, call.h, call.w, self.sx, self.sy)
         return split_order(dst, call.h * call.w), scores
+
+    def label(self) -> str:
+        base = super().label()
+        return base if self.scorer == "laplacian" else f"{base} [{self.scorer}]"
 
 
 @dataclass(frozen=True)
@@ -328,20 +426,12 @@ class IEKVD(Method):
     title: ClassVar[str] = "IE-KVD"
     skips_final_step: ClassVar[bool] = True
 
-    factor: int = 2
-    alpha: float = 0.9
-    alpha_end: float | None = None
-
-    def __post_init__(self) -> None:
-        super().__post_init__()
-        if not isinstance(self.factor, int) or isinstance(self.factor, bool) or not 2 <= self.factor <= MAX_FACTOR:
-            raise _fail(self.title, "factor", f"an integer in [2, {MAX_FACTOR}]", self.factor)
-        for arg in ("alpha", "alpha_end"):
-            v = getattr(self, arg)
-            if v is None and arg == "alpha_end":
-                continue
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or not math.isfinite(v):
-                raise _fail(self.title, arg, "a finite real number", v)
+    factor: int = param(2, "KV stride", "keys/values from factor×factor cells", lo=2, hi=MAX_FACTOR)
+    alpha: float = param(0.9, "α (nearest weight)", "1: nearest (ToDo), 0: average, >1 extrapolates", lo=-2, hi=3)
+    alpha_end: float | None = param(
+        None, "α at t = 0", "α goes linearly from `alpha` at t = 999 to this at t = 0 (None: constant)", lo=-2, hi=3,
+        optional=True,
+    )  # fmt: skip
 
     def prepare(self, info: CallInfo) -> None:
         if self.alpha_end is None or info.t is None or info.final:
@@ -394,45 +484,154 @@ class ToDo(IEKVD):
         return f"{self.title} s={self.factor}"
 
 
-#: name → class; the only place that lists the methods.
-METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, ToMe, LGTM, ToDo, IEKVD)}
+@dataclass(frozen=True)
+class FreqKV(Method):
+    """Frequency-selected keys/values (the paper's Table 12 ablation): from every factor×factor cell
+    keys/values keep the one token with the highest (``keep="high"``) or lowest (``"low"``) Laplacian
+    ℓ1 score; queries keep full resolution. Either extreme drops a band ("balanced spectral retention",
+    which IE-KVD's blend keeps). Border cells that the grid cuts choose among the tokens they have."""
+
+    name: ClassVar[str] = "freqkv"
+    title: ClassVar[str] = "Freq-KV"
+    factor: int = param(2, "KV stride", "one key/value token per factor×factor cell", lo=2, hi=MAX_FACTOR)
+    keep: str = param("high", "Keep", "the cell's highest- or lowest-frequency token", choices=("high", "low"))
+
+    def _index(self, call: AttnCall) -> tuple[torch.Tensor, torch.Tensor]:
+        scores = laplacian_score(call.metric, call.h, call.w)
+        return select_kv_index(scores, call.h, call.w, self.factor, self.keep == "high"), scores
+
+    def plan(self, call: AttnCall) -> Plan:
+        if call.h < self.factor or call.w < self.factor:
+            return Plan(q=call.x)
+        idx, scores = self._index(call)
+        return Plan(q=call.x, kv=_gather(call.x, idx), scores=scores)
+
+    def plan_qkv(self, call: AttnCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QKV:
+        if call.h < self.factor or call.w < self.factor:
+            return q, k, v, None, Plan(q=q)
+        idx, scores = self._index(call)
+        dk = _gather(k, idx)
+        return q, dk, _gather(v, idx), None, Plan(q=q, kv=dk, scores=scores)
+
+    def label(self) -> str:
+        return f"{self.title} s={self.factor} {self.keep}"
+
+
+def _gather(x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx`` (B, M) of x (B, N, C) → (B, M, C)."""
+    return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
+
+
+@dataclass(frozen=True)
+class SiTo(Method):
+    """SiTo, similarity-based token pruning (Zhang et al., AAAI 2025; method doc §J): per sx×sy cell
+    the most typical token (highest summed cosine similarity, plus α-scaled Gaussian noise) is a base;
+    the ``ratio`` of tokens most similar to a base are pruned, attention runs over the kept ones, and
+    each pruned token's output is copied from its most similar kept token. Defaults of its release."""
+
+    name: ClassVar[str] = "sito"
+    title: ClassVar[str] = "SiTo"
+
+    ratio: float = param(0.5, "Prune ratio", "fraction of tokens pruned (at most the non-base tokens)", lo=0, hi=0.98)
+    sx: int = param(2, "Stride x", "cell width: one base token per sx×sy cell", lo=1, hi=8)
+    sy: int = param(2, "Stride y", "cell height", lo=1, hi=8)
+    alpha: float = param(0.1, "Noise α", "weight of the Gaussian noise added to the similarity score", lo=0, hi=10)
+    beta: float = param(1.0, "Similarity β", "weight of the similarity score", lo=0, hi=10)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        _check_stride(self.title, self.ratio, self.sx, self.sy)
+
+    def _plan(self, call: AttnCall) -> SiToPlan:
+        key = call.info.key if self.alpha != 0 else None
+        return sito_plan(
+            call.metric, call.h, call.w, self.ratio, self.sx, self.sy, alpha=self.alpha, beta=self.beta, key=key
+        )
+
+    def plan(self, call: AttnCall) -> Plan:
+        if self.ratio == 0 or call.h < self.sy or call.w < self.sx:
+            return Plan(q=call.x)
+        p = self._plan(call)
+        return Plan(q=p.prune(call.x), unmerge=p.recover, scores=p.score)
+
+    def plan_qkv(self, call: AttnCall, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> QKV:
+        if self.ratio == 0 or call.h < self.sy or call.w < self.sx:
+            return q, k, v, None, Plan(q=q)
+        p = self._plan(call)
+        pq = p.prune(q)
+        return pq, p.prune(k), p.prune(v), p.recover, Plan(q=pq, unmerge=p.recover, scores=p.score)
+
+    def label(self) -> str:
+        return f"{self.title} r={self.ratio:g}"
+
+
+#: name → class; the only place that lists the methods (the app, CLI, bench and evaluations read it).
+METHODS: dict[str, type[Method]] = {m.name: m for m in (Baseline, ToMe, LGTM, ToDo, IEKVD, FreqKV, SiTo)}
+
+
+def describe_methods() -> str:
+    """Every registered method with its declared parameters and defaults, in one line each (CLI help)."""
+    lines = []
+    for name, cls in METHODS.items():
+        opts = ", ".join(f"{p.name}={p.default!r}" for p in cls.parameters() if p.knob)
+        lines.append(f"{name} ({cls.title}{': ' + opts if opts else ''})")
+    return "; ".join(lines)
+
+
+def method_class(name: str) -> type[Method]:
+    """The registered class of a method name ("L-GTM", "lgtm", "IE-KVD" …); a ValueError listing them."""
+    if not isinstance(name, str):
+        raise TypeError(f"a method name must be a str, got {type(name).__name__}")
+    cls = METHODS.get(name.strip().lower().replace("-", ""))
+    if cls is None:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+    return cls
 
 
 def make_method(name: str, **params: Any) -> Method:
     """Build a method from its registry name and keyword arguments (validated)."""
-    cls = METHODS.get(name.lower().replace("-", ""))
-    if cls is None:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
-    allowed = {f.name for f in fields(cls) if f.init}
-    unknown = set(params) - allowed
+    cls = method_class(name)
+    allowed = [p.name for p in cls.parameters()]
+    unknown = set(params) - set(allowed)
     if unknown:
-        raise ValueError(f"{cls.title} takes {sorted(allowed)}, not {sorted(unknown)}")
+        raise ValueError(f"{cls.title} takes {allowed}, not {sorted(unknown)}")
     return cls(**params)
 
 
-def _value(text: str) -> Any:
-    low = text.lower()
-    if low in ("none", "null"):
+def parse_value(p: Param, text: str) -> Any:
+    """A parameter's value from text, by its declared kind (a clear ValueError otherwise)."""
+    text = text.strip()
+    if p.optional and text.lower() in ("none", "null", ""):
         return None
-    if low in ("true", "false"):
-        return low == "true"
-    if "," in text or text.startswith("("):
-        return tuple(int(v) for v in text.strip("()").split(",") if v)
-    for cast in (int, float):
-        try:
-            return cast(text)
-        except ValueError:
-            pass
+    try:
+        if p.kind is bool:
+            if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError(text)
+            return text.lower() in ("true", "1", "yes")
+        if p.kind is tuple:
+            return tuple(int(v) for v in text.strip("()").replace(" ", "").split(",") if v)
+        if p.kind is int:
+            return int(text)
+        if p.kind is float:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{p.name} must be {p.allowed()}, got {text!r}") from None
     return text
 
 
 def parse_method(spec: str) -> Method:
-    """Parse ``"name"`` or ``"name:key=value;key=value"``, e.g. ``"iekvd:alpha=0.8;alpha_end=1.2"``."""
+    """Parse ``"name"`` or ``"name:key=value;key=value"`` (``,`` also separates options), e.g.
+    ``"iekvd:alpha=0.8;alpha_end=1.2"``; values are read by each parameter's declared kind."""
     name, _, rest = spec.partition(":")
+    cls = method_class(name)
+    declared = {p.name: p for p in cls.parameters()}
     params = {}
-    for item in filter(None, rest.split(";")):
+    for item in filter(None, (i.strip() for i in rest.replace(";", "\n").split("\n"))):
         key, eq, val = item.partition("=")
+        key = key.strip()
         if not eq:
             raise ValueError(f"method option {item!r} is not key=value")
-        params[key.strip()] = _value(val.strip())
-    return make_method(name.strip(), **params)
+        if key not in declared:
+            raise ValueError(f"{cls.title} takes {list(declared)}, not {key!r}")
+        params[key] = parse_value(declared[key], val)
+    return cls(**params)

@@ -16,12 +16,20 @@ from diffusers import FluxTransformer2DModel, PixArtTransformer2DModel, SD3Trans
 import bigain
 from bigain import patch
 from bigain.backbones import adapter_for
-from bigain.methods import IEKVD, LGTM, Baseline, ToDo, ToMe
+from bigain.methods import IEKVD, LGTM, Baseline, FreqKV, SiTo, ToDo, ToMe
 from bigain.opcount import count_ops
 from tests.conftest import tiny_unet
 
 TXT = 5  # text tokens of the joint models
-METHODS = [ToMe(ratio=0.5), LGTM(ratio=0.7), ToDo(), IEKVD(alpha=0.8, alpha_end=1.2)]
+METHODS = [
+    ToMe(ratio=0.5),
+    LGTM(ratio=0.7),
+    LGTM(ratio=0.5, scorer="variance"),
+    ToDo(),
+    IEKVD(alpha=0.8, alpha_end=1.2),
+    FreqKV(keep="low"),
+    SiTo(ratio=0.5),
+]
 
 
 def tiny_sd3() -> SD3Transformer2DModel:
@@ -104,7 +112,7 @@ class AttentionSpy:
 
 
 def _expected(method, n: int) -> tuple[int, int]:
-    if isinstance(method, IEKVD):
+    if isinstance(method, (IEKVD, FreqKV)):
         return n, n // 4
     kept = n - int(n * method.ratio)
     return kept, kept

@@ -13,10 +13,10 @@ from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import bigain
 from bigain import patch
-from bigain.bench import DIT_XL2, SD2_UNET
 from bigain.execution import Executor, check_mode
-from bigain.methods import IEKVD, LGTM, Baseline, ToDo, ToMe
+from bigain.methods import IEKVD, LGTM, Baseline, FreqKV, SiTo, ToDo, ToMe
 from bigain.opcount import count_ops
+from bigain.zoo import DIT_XL2, SD2_UNET
 from tests.conftest import tiny_dit, tiny_unet
 
 #: (ATen ops, kernel ops) added per compressed layer on a call that computes the matching
@@ -26,6 +26,11 @@ BUDGETS = {
     "ToDo": (ToDo(), 5, None),
     "IE-KVD": (IEKVD(alpha=0.9), 10, None),
     "IE-KVD schedule": (IEKVD(alpha=0.8, alpha_end=1.2), 12, None),
+    "SiTo": (SiTo(), 64, 44),  # 21 kernels are its Gaussian noise
+    "SiTo, no noise": (SiTo(alpha=0.0), 40, 22),
+    "Freq-KV": (FreqKV(), 12, 6),
+    "L-GTM, DFT scorer": (LGTM(scorer="dft"), 42, 26),
+    "L-GTM, cosine scorer": (LGTM(scorer="cosine"), 46, 29),
 }
 EVERY = [
     Baseline(),
@@ -38,6 +43,9 @@ EVERY = [
     IEKVD(alpha=0.8, alpha_end=1.2),
     ToMe(ratio=0.5, reuse="call"),
     LGTM(reuse="steps"),
+    LGTM(scorer="inverse_cosine"),
+    SiTo(),
+    FreqKV(keep="low"),
 ]
 
 

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from bigain import explain, viz
-from bigain.methods import IEKVD, LGTM, ToDo, ToMe
+from bigain.methods import IEKVD, LGTM, SiTo, ToDo, ToMe
 from bigain.ops.laplacian import laplacian_score
 
 
@@ -163,18 +163,19 @@ def test_kv_choice_nearest_average_and_blend() -> None:
         explain.kv_choice(tokens[:1, :1], ToDo(factor=2))
 
 
-def test_methods_from_knobs() -> None:
-    ms = explain.methods_from_knobs(["baseline", "ToMe", "L-GTM", "todo", "IE-KVD"], 0.3, 0.6, 2, 0.8, 1.2)
-    assert [type(m) for m in ms] == [ToMe, LGTM, ToDo, IEKVD]
-    assert ms[0].ratio == 0.3 and ms[1].ratio == 0.6 and ms[3].alpha_end == 1.2
+def test_methods_from_settings() -> None:
+    settings = {"tome": {"ratio": 0.3}, "lgtm": {"ratio": 0.6}, "todo": {"factor": 2}, "iekvd": {"alpha_end": 1.2}}
+    ms = explain.methods_from_settings(["baseline", "ToMe", "L-GTM", "todo", "IE-KVD", "sito"], settings)
+    assert [type(m) for m in ms] == [ToMe, LGTM, ToDo, IEKVD, SiTo]
+    assert ms[0].ratio == 0.3 and ms[1].ratio == 0.6 and ms[3].alpha_end == 1.2 and ms[4] == SiTo()
     with pytest.raises(ValueError, match="unknown method"):
-        explain.methods_from_knobs(["sito"])
+        explain.methods_from_settings(["nope"])
     with pytest.raises(ValueError, match="ratio"):
-        explain.methods_from_knobs(["tome"], ratio_tome=0.9)
-    with pytest.raises(ValueError, match="whole number"):
-        explain.methods_from_knobs(["todo"], factor=2.5)
+        explain.methods_from_settings(["tome"], {"tome": {"ratio": 0.9}})
+    with pytest.raises(ValueError, match="factor must be an integer"):
+        explain.methods_from_settings(["todo"], {"todo": {"factor": 2.5}})
     with pytest.raises(ValueError, match="once"):
-        explain.methods_from_knobs(["tome", "tome"])
+        explain.methods_from_settings(["tome", "tome"])
 
 
 def test_benchmark_report(tmp_path) -> None:
