@@ -9,7 +9,44 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bigain.errors import BadInput, BigainError, check_int
 from bigain.zoo import CARDS
+
+
+def _int_arg(text: str) -> int:
+    """argparse type: an integer, refusing 1 MB digit strings before Python's int() does."""
+    if len(text) > 20:
+        raise argparse.ArgumentTypeError(f"not an integer of at most 20 digits: {text[:20]}…")
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text[:40]!r}") from None
+
+
+def _float_arg(text: str) -> float:
+    """argparse type: a finite number (nan and inf are refused here, not silently used)."""
+    if len(text) > 40:
+        raise argparse.ArgumentTypeError(f"not a number: {text[:20]}…")
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if v != v or v in (float("inf"), float("-inf")):
+        raise argparse.ArgumentTypeError(f"not a finite number: {text!r}")
+    return v
+
+
+def _out_path(path: Path, what: str = "--out") -> Path:
+    """An output image file: not a folder, a suffix PIL can write."""
+    from PIL import Image
+
+    from bigain.errors import BadInput
+
+    if path.is_dir():
+        raise BadInput(f"{what} {path} is a folder; give a file name such as {path / 'image.png'}")
+    if path.suffix.lower() not in Image.registered_extensions():
+        raise BadInput(f"{what} {path} has no image suffix PIL can write (.png, .jpg, .webp, …)")
+    return path
 
 
 def method_help() -> str:
@@ -50,7 +87,7 @@ def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: fp16 on GPU for hub models)")
     p.add_argument("--method", default=None, help=method_help().replace("%", "%%"))
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_int_arg, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -71,11 +108,11 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="sample images with a compression method")
     _model_args(g)
     g.add_argument("--condition", "-c", required=True, help="class id or name (digits: 0-9), or a prompt (SD)")
-    g.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model card's)")
-    g.add_argument("--guidance", type=float, default=None, help="classifier-free guidance scale")
-    g.add_argument("--num-images", type=int, default=1)
-    g.add_argument("--sampler", choices=["ddim", "euler"], default=None)
-    g.add_argument("--upscale", type=int, default=1, help="nearest-neighbour upscaling of the saved image(s)")
+    g.add_argument("--steps", type=_int_arg, default=None, help="sampling steps (default: the model card's)")
+    g.add_argument("--guidance", type=_float_arg, default=None, help="classifier-free guidance scale")
+    g.add_argument("--num-images", type=_int_arg, default=1)
+    g.add_argument("--sampler", choices=["ddim", "euler", "dpm", "flow"], default=None, help="default: the card's")
+    g.add_argument("--upscale", type=_int_arg, default=1, help="nearest-neighbour upscaling of the saved image(s)")
     g.add_argument("--out", type=Path, default=Path("bigain.png"), help="output PNG (several: _0, _1, … appended)")
     _mode_arg(g)
 
@@ -84,12 +121,12 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("images", nargs="+", help="image file(s)")
     c.add_argument("--classes", default=None, help="comma-separated candidate classes (SD: required)")
     c.add_argument("--prompt-template", default=None, help="SD prompt template with {} (default 'a photo of a {}.')")
-    c.add_argument("--n-pool", type=int, default=None, help="timestep pool size (paper 20)")
+    c.add_argument("--n-pool", type=_int_arg, default=None, help="timestep pool size (paper 20)")
     c.add_argument("--n-samples", default=None, help="timesteps per round, comma-separated (paper 5,20)")
     c.add_argument("--to-keep", default=None, help="classes kept after each round (paper 5,1)")
-    c.add_argument("--batch-size", type=int, default=None)
-    c.add_argument("--temperature", type=float, default=None, help="score temperature (relative, default 0.05)")
-    c.add_argument("--top", type=int, default=5, help="ranking rows to print")
+    c.add_argument("--batch-size", type=_int_arg, default=None)
+    c.add_argument("--temperature", type=_float_arg, default=None, help="score temperature (relative, default 0.05)")
+    c.add_argument("--top", type=_int_arg, default=5, help="ranking rows to print")
     c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     _mode_arg(c)
 
@@ -106,9 +143,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inside", help="picture of what a method did at one step and block (the app's Look inside)")
     _model_args(i)
     i.add_argument("--condition", "-c", required=True, help="class id or name, or a prompt (SD)")
-    i.add_argument("--step", type=int, default=0, help="denoiser call index (0 = the noisiest step)")
+    i.add_argument("--step", type=_int_arg, default=6, help="denoising step, 1 = the noisiest (as in the app)")
     i.add_argument("--block", default=None, help="block name (default: the first compressed block)")
-    i.add_argument("--steps", type=int, default=None, help="sampling steps (default: the model card's)")
+    i.add_argument("--steps", type=_int_arg, default=None, help="sampling steps (default: the model card's)")
     i.add_argument("--out", type=Path, default=Path("inside.png"), help="output PNG")
 
     b = sub.add_parser("bench", help="benchmarks (python -m bigain.bench)", add_help=False)
@@ -124,19 +161,25 @@ def _inside(a: argparse.Namespace) -> int:
     from bigain.methods import parse_method
     from bigain.models import load_model
 
+    out = _out_path(a.out)
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     method = parse_method(a.method or "lgtm")
+    if not method.compresses:
+        raise BadInput(f"inside shows what a compression method did; {method.title} compresses nothing (try lgtm)")
     inside = explain.record_generation(model, a.condition, method, seed=a.seed, steps=a.steps)
-    figs = [f for f in explain.inside_figures(inside, a.step, a.block, seed=a.seed)[:3] if f is not None]
+    step = check_int("--step", a.step, 1, len(inside.steps)) - 1
+    if a.block is not None and a.block not in inside.blocks:
+        raise BadInput(f"--block must be one of {', '.join(inside.blocks)}, got {a.block[:60]!r}")
+    figs = [f for f in explain.inside_figures(inside, step, a.block, seed=a.seed)[:3] if f is not None]
     images = [viz.figure_to_image(f) for f in figs]
     sheet = Image.new("RGB", (sum(im.width for im in images), max(im.height for im in images)), "white")
     x = 0
     for im in images:
         sheet.paste(im, (x, 0))
         x += im.width
-    a.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(a.out)
-    print(f"{method.label()}, step {a.step}, block {a.block or inside.blocks[0]} → {a.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(out)
+    print(f"{method.label()}, step {a.step} of {len(inside.steps)}, block {a.block or inside.blocks[0]} → {out}")
     return 0
 
 
@@ -146,6 +189,8 @@ def _generate(a: argparse.Namespace) -> int:
     from bigain.models import load_model
     from bigain.pipelines import generate
 
+    _out_path(a.out)
+    upscale = check_int("--upscale", a.upscale, 1, 64)
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     cond: Any = a.condition
     bar = _Bar(not a.quiet)
@@ -170,8 +215,8 @@ def _generate(a: argparse.Namespace) -> int:
         else [a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix}") for i in range(len(r.images))]
     )
     for img, path in zip(r.images, paths, strict=True):
-        if a.upscale > 1:
-            img = img.resize((img.width * a.upscale, img.height * a.upscale), Image.NEAREST)
+        if upscale > 1:
+            img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
         path.parent.mkdir(parents=True, exist_ok=True)
         img.save(path)
     print(f"{r.method.label()}: {len(r.images)} image(s) of {r.condition[0]!r} → {', '.join(map(str, paths))}")
@@ -182,8 +227,13 @@ def _generate(a: argparse.Namespace) -> int:
     return 0
 
 
-def _ints(text: str | None) -> tuple[int, ...] | None:
-    return None if text is None else tuple(int(v) for v in text.split(",") if v.strip())
+def _ints(text: str | None, what: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(_int_arg(v.strip()) for v in text.split(",") if v.strip())
+    except argparse.ArgumentTypeError as err:
+        raise BadInput(f"{what} takes integers separated by commas: {err}") from None
 
 
 def _classify(a: argparse.Namespace) -> int:
@@ -193,7 +243,11 @@ def _classify(a: argparse.Namespace) -> int:
 
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     proto = dict(model.card.protocol)
-    for key, val in (("n_pool", a.n_pool), ("n_samples", _ints(a.n_samples)), ("to_keep", _ints(a.to_keep))):
+    for key, val in (
+        ("n_pool", a.n_pool),
+        ("n_samples", _ints(a.n_samples, "--n-samples")),
+        ("to_keep", _ints(a.to_keep, "--to-keep")),
+    ):
         if val is not None:
             proto[key] = val
     classes = None if a.classes is None else [c.strip() for c in a.classes.split(",")]
@@ -210,7 +264,7 @@ def _classify(a: argparse.Namespace) -> int:
                 seed=a.seed,
                 protocol=proto,
                 batch_size=a.batch_size,
-                temperature=a.temperature or DEFAULT_TEMPERATURE,
+                temperature=DEFAULT_TEMPERATURE if a.temperature is None else a.temperature,
                 prompt_template=a.prompt_template,
                 progress=bar,
                 mode=a.mode,
@@ -270,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.command == "inside":
             return _inside(a)
         raise AssertionError(a.command)  # train, eval and bench are dispatched above
-    except (ValueError, TypeError, OSError) as err:
+    except (BigainError, ValueError, TypeError, OSError) as err:  # every input problem: one line, exit 2
         print(f"error: {err}", file=sys.stderr)
         return 2
 

@@ -23,6 +23,7 @@ import torch
 from torch.utils._pytree import tree_flatten, tree_map
 
 from bigain import patch
+from bigain.errors import BadInput
 
 MODES = ("eager", "compile", "cudagraph")
 #: one compiled graph per (method, kind of step): dynamo's default limit of 8 is too few for a
@@ -41,10 +42,10 @@ def _signature(inputs: tuple[Any, ...]) -> tuple:
 def check_mode(mode: str, device: torch.device | str | None = None) -> str:
     """Validate an execution mode for a device; a clear ValueError where it cannot run."""
     if mode not in MODES:
-        raise ValueError(f"execution mode must be one of {MODES}, got {mode!r}")
+        raise BadInput(f"execution mode must be one of {MODES}, got {mode!r}")
     dev = torch.device(device) if device is not None else torch.device("cpu")
     if mode == "cudagraph" and dev.type != "cuda":
-        raise ValueError(
+        raise BadInput(
             f"the 'cudagraph' mode needs a CUDA device; this model runs on {dev.type} (use eager or compile)"
         )
     return mode

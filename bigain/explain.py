@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from bigain import viz
+from bigain.errors import BadInput
 from bigain.methods import IEKVD, LGTM, Baseline, Method, ToDo, ToMe, make_method, method_class
 from bigain.ops import rng
 from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
@@ -42,7 +43,7 @@ def image_tokens(image: Image.Image | np.ndarray, grid: int) -> np.ndarray:
     Area averaging (PIL's box filter) so every token is the mean colour of the pixels it covers;
     grey images stay one channel."""
     if grid not in GRIDS:
-        raise ValueError(f"grid must be one of {GRIDS}, got {grid!r}")
+        raise BadInput(f"grid must be one of {GRIDS}, got {grid!r}")
     img = image if isinstance(image, Image.Image) else Image.fromarray(_to_uint8(image))
     mode = "L" if viz.as_array(img).ndim == 2 else "RGB"
     small = img.convert(mode).resize((grid, grid), Image.Resampling.BOX)
@@ -151,7 +152,7 @@ def kv_choice(tokens: np.ndarray, method: IEKVD, alpha: float | None = None) -> 
     h, w = tokens.shape[:2]
     s = method.factor
     if h < s or w < s:
-        raise ValueError(f"factor {s} does not fit a {h}x{w} token grid")
+        raise BadInput(f"factor {s} does not fit a {h}x{w} token grid")
     a = float(method.alpha if alpha is None else alpha)
     seq = _as_seq(tokens)
     rows, cols = nearest_exact_index(h, h // s), nearest_exact_index(w, w // s)
@@ -219,12 +220,12 @@ class Inside:
     def event(self, step: int, block: str | None) -> AttnEvent:
         """The event of denoiser call ``step`` in ``block`` (the first block if None)."""
         if not self.recorder.events:
-            raise ValueError("nothing was recorded: this method did not touch any attention block")
+            raise BadInput("nothing was recorded: this method did not touch any attention block")
         if block is None:
             block = self.blocks[0]
         found = [e for e in self.recorder.events if e.call == step and e.block == block]
         if not found:
-            raise ValueError(f"no attention call recorded for step {step} in block {block!r}")
+            raise BadInput(f"no attention call recorded for step {step} in block {block!r}")
         return found[0]
 
 
@@ -288,7 +289,7 @@ def methods_from_settings(names: Sequence[str], settings: dict[str, dict[str, An
             continue
         out.append(make_method(cls.name, **(settings or {}).get(cls.name, {})))
     if len(set(out)) != len(out):
-        raise ValueError("each method can be chosen once")
+        raise BadInput("each method can be chosen once")
     return out
 
 
@@ -296,7 +297,7 @@ def whole(v: Any, name: str) -> int:
     """A widget's number as an integer, or a ValueError naming the field (2.5 is not rounded)."""
     f = float(v)
     if not math.isfinite(f) or f != int(f):
-        raise ValueError(f"{name} must be a whole number, got {v!r}")
+        raise BadInput(f"{name} must be a whole number, got {v!r}")
     return int(f)
 
 
@@ -376,7 +377,7 @@ def _rounds(runs: Sequence[Method], rounds: int) -> list[tuple[int, Method]]:
     """(round, method) in the order they run: every round runs every method, the order rotating
     from round to round so that drift and machine load hit every method alike."""
     if not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
-        raise ValueError(f"timing rounds must be an integer in [1, {MAX_ROUNDS}], got {rounds!r}")
+        raise BadInput(f"timing rounds must be an integer in [1, {MAX_ROUNDS}], got {rounds!r}")
     n = len(runs)
     return [(r, runs[(r + k) % n]) for r in range(rounds) for k in range(n)]
 
@@ -531,7 +532,7 @@ def record_generation(
         res = generate(model, condition, method=method, seed=seed, steps=steps, guidance=guidance, progress=progress)
     inside = Inside.of(rec, res.images[0], method)
     if not inside.steps:
-        raise ValueError(f"{method.label()} did not compress any attention call of {model.card.name}")
+        raise BadInput(f"{method.label()} did not compress any attention call of {model.card.name}")
     return inside
 
 

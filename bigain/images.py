@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from bigain.errors import BadInput, BadType
+
 
 def to_latent(images: torch.Tensor, factor: int) -> torch.Tensor:
     """Space-to-depth: (B, C, R, R) → (B, C·f², R/f, R/f); f = 1 is the identity. It is a fixed, exactly
@@ -23,23 +25,62 @@ def to_image(latents: torch.Tensor, factor: int) -> torch.Tensor:
     return F.pixel_shuffle(latents, factor) if factor > 1 else latents
 
 
+#: the largest image accepted (pixels): bigger ones are refused before they are decoded
+MAX_PIXELS = 4096 * 4096
+
+
+def check_size(width: int, height: int, what: str = "the image") -> None:
+    """Refuse images with no pixels or more than :data:`MAX_PIXELS` (decompression bombs included)."""
+    if width < 1 or height < 1:
+        raise BadInput(f"{what} has no pixels ({width}×{height})")
+    if width * height > MAX_PIXELS:
+        raise BadInput(f"{what} is {width}×{height} pixels; at most {MAX_PIXELS / 1e6:.1f} megapixels are accepted")
+
+
+def read_image(path: str | os.PathLike) -> Any:
+    """A PIL image from a file, its size checked from the header before anything is decoded; one
+    sentence saying what is wrong with the file otherwise (missing, empty, not an image, truncated)."""
+    from PIL import Image
+
+    path = Path(path)
+    name = path.name or str(path)
+    if not path.is_file():
+        raise BadInput(f"no image file at {name}")
+    if path.stat().st_size == 0:
+        raise BadInput(f"{name} is an empty file, not an image")
+    try:
+        with Image.open(path) as im:
+            check_size(*im.size, what=name)
+            im.verify()  # checksums and truncation, before decoding
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except BadInput:
+        raise
+    except Image.DecompressionBombError as err:
+        raise BadInput(f"{name} claims more pixels than PIL will decode ({err})") from err
+    except Image.UnidentifiedImageError as err:
+        raise BadInput(f"{name} is not an image file PIL can read (PNG, JPEG, WebP, TIFF, …)") from err
+    except (OSError, SyntaxError, ValueError) as err:
+        raise BadInput(f"{name} is truncated or corrupt and could not be decoded ({err})") from err
+
+
+def _finite(arr: np.ndarray, what: str = "the image") -> np.ndarray:
+    if not np.isfinite(arr).all():
+        raise BadInput(f"{what} has NaN or infinite pixel values")
+    return arr
+
+
 def _as_array(image: Any) -> np.ndarray:
     """PIL image, path, numpy array → float array (H, W, C) in [0, 1]; RGBA/LA are composited on white."""
     from PIL import Image
 
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise ValueError(f"no image file at {path}")
-        try:
-            with Image.open(path) as im:
-                im.load()
-                image = im.copy()
-        except OSError as err:
-            raise ValueError(f"{path} is not an image PIL can read ({err})") from err
+        image = read_image(image)
     if isinstance(image, Image.Image):
+        check_size(*image.size)
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-            arr = np.asarray(image, dtype=np.float64)
+            arr = _finite(np.asarray(image, dtype=np.float64))
             top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0
             return (np.clip(arr / (top if image.mode != "F" or arr.max() > 1 else 1.0), 0, 1))[..., None]
         if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
@@ -53,7 +94,8 @@ def _as_array(image: Any) -> np.ndarray:
         if arr.ndim == 2:
             arr = arr[..., None]
         if arr.ndim != 3 or arr.shape[-1] not in (1, 3, 4) or min(arr.shape[:2]) < 1:
-            raise ValueError(f"an image array must be H×W or H×W×C with C in (1, 3, 4), got shape {image.shape}")
+            raise BadInput(f"an image array must be H×W or H×W×C with C in (1, 3, 4), got shape {image.shape}")
+        check_size(arr.shape[1], arr.shape[0])
         if arr.dtype == np.uint8:
             arr = arr.astype(np.float64) / 255.0
         elif arr.dtype == np.uint16:
@@ -61,15 +103,15 @@ def _as_array(image: Any) -> np.ndarray:
         elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
             arr = arr.astype(np.float64)
             if not np.isfinite(arr).all():
-                raise ValueError("the image array has NaN or infinite values")
+                raise BadInput("the image array has NaN or infinite values")
             lo, hi = arr.min(), arr.max()
             arr = (arr + 1) / 2 if lo < 0 else (arr if hi <= 1 else arr / 255.0)
         else:
-            raise TypeError(f"unsupported image array dtype {arr.dtype}")
+            raise BadType(f"unsupported image array dtype {arr.dtype}")
         if arr.shape[-1] == 4:  # straight alpha over white
             arr = arr[..., :3] * arr[..., 3:] + (1 - arr[..., 3:])
         return np.clip(arr, 0, 1)
-    raise TypeError(
+    raise BadType(
         f"an image must be a PIL image, a numpy array, a torch tensor or a file path, not {type(image).__name__}"
     )
 
@@ -82,14 +124,21 @@ def to_model_image(image: Any, size: int, channels: int, digits: bool = False) -
     the border is brighter than the centre, because the models saw light ink on a dark ground.
     A torch tensor is taken as already in [-1, 1] with shape (C, H, W) or (1, C, H, W)."""
     if isinstance(image, torch.Tensor):
+        if image.numel() == 0:
+            raise BadInput(f"the image tensor is empty (shape {tuple(image.shape)})")
+        if image.is_complex() or image.dtype == torch.bool:
+            raise BadType(f"an image tensor must be real-valued, got {image.dtype}")
         x = image.detach().float().cpu()
+        if not torch.isfinite(x).all():
+            raise BadInput("the image tensor has NaN or infinite values")
         x = x[None] if x.ndim == 3 else x
         if x.ndim == 2:
             x = x[None, None]
         if x.ndim != 4 or x.shape[0] != 1 or x.shape[1] not in (1, 3):
-            raise ValueError(
+            raise BadInput(
                 f"an image tensor must be (C, H, W) or (1, C, H, W) with C in (1, 3), got {tuple(image.shape)}"
             )
+        check_size(x.shape[-1], x.shape[-2])
     else:
         arr = _as_array(image)
         x = torch.from_numpy(arr).float().permute(2, 0, 1)[None] * 2 - 1

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from bigain.errors import BadInput, BadType
 from bigain.ops import triton as fused  # torch ops, or fused kernels for CUDA tensors
 from bigain.ops.kv import alpha_at, alpha_weight
 from bigain.ops.kv_select import select_kv_index
@@ -105,8 +106,8 @@ class Plan:
 QKV = tuple[torch.Tensor, torch.Tensor, torch.Tensor, Callable[[torch.Tensor], torch.Tensor] | None, Plan]
 
 
-def _fail(method: str, arg: str, allowed: str, got: object) -> ValueError:
-    return ValueError(f"{method}: {arg} must be {allowed}, got {got!r}")
+def _fail(method: str, arg: str, allowed: str, got: object) -> BadInput:
+    return BadInput(f"{method}: {arg} must be {allowed}, got {got!r}")
 
 
 @dataclass(frozen=True)
@@ -581,10 +582,10 @@ def describe_methods() -> str:
 def method_class(name: str) -> type[Method]:
     """The registered class of a method name ("L-GTM", "lgtm", "IE-KVD" …); a ValueError listing them."""
     if not isinstance(name, str):
-        raise TypeError(f"a method name must be a str, got {type(name).__name__}")
+        raise BadType(f"a method name must be a str, got {type(name).__name__}")
     cls = METHODS.get(name.strip().lower().replace("-", ""))
     if cls is None:
-        raise ValueError(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise BadInput(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
     return cls
 
 
@@ -594,7 +595,7 @@ def make_method(name: str, **params: Any) -> Method:
     allowed = [p.name for p in cls.parameters()]
     unknown = set(params) - set(allowed)
     if unknown:
-        raise ValueError(f"{cls.title} takes {allowed}, not {sorted(unknown)}")
+        raise BadInput(f"{cls.title} takes {allowed}, not {sorted(unknown)}")
     return cls(**params)
 
 
@@ -606,7 +607,7 @@ def parse_value(p: Param, text: str) -> Any:
     try:
         if p.kind is bool:
             if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError(text)
+                raise BadInput(text)
             return text.lower() in ("true", "1", "yes")
         if p.kind is tuple:
             return tuple(int(v) for v in text.strip("()").replace(" ", "").split(",") if v)
@@ -615,7 +616,7 @@ def parse_value(p: Param, text: str) -> Any:
         if p.kind is float:
             return float(text)
     except ValueError:
-        raise ValueError(f"{p.name} must be {p.allowed()}, got {text!r}") from None
+        raise BadInput(f"{p.name} must be {p.allowed()}, got {text!r}") from None
     return text
 
 
@@ -630,8 +631,8 @@ def parse_method(spec: str) -> Method:
         key, eq, val = item.partition("=")
         key = key.strip()
         if not eq:
-            raise ValueError(f"method option {item!r} is not key=value")
+            raise BadInput(f"method option {item!r} is not key=value")
         if key not in declared:
-            raise ValueError(f"{cls.title} takes {list(declared)}, not {key!r}")
+            raise BadInput(f"{cls.title} takes {list(declared)}, not {key!r}")
         params[key] = parse_value(declared[key], val)
     return cls(**params)

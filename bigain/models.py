@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from bigain.backbones import Backbone, adapter_for
+from bigain.errors import BadInput, BadType, BigainError
 from bigain.execution import Executor
 from bigain.images import to_image, to_latent, to_model_image
 from bigain.zoo import ALIASES, CARDS, ModelCard, arch_of_config, assets_dir, build, label_condition
@@ -44,7 +45,7 @@ PIPELINE_CARDS = {
 }
 
 
-class ModelUnavailable(OSError):
+class ModelUnavailable(BigainError, OSError):
     """The model's weights cannot be had here; the message says what is missing and how to get it."""
 
 
@@ -136,10 +137,10 @@ class LoadedModel:
 
         kind = (sampler or self.card.sampler).lower()
         if kind not in SAMPLERS:
-            raise ValueError(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+            raise BadInput(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
         if (kind == "flow") != (self.prediction == "flow"):
             allowed = ["flow"] if self.prediction == "flow" else sorted(set(SAMPLERS) - {"flow"})
-            raise ValueError(f"{self.card.name} samples with {allowed}, not {kind!r}")
+            raise BadInput(f"{self.card.name} samples with {allowed}, not {kind!r}")
         return getattr(diffusers, SAMPLERS[kind]).from_config(self._scheduler_config)
 
     def set_timesteps(self, sched: Any, steps: int) -> None:
@@ -202,10 +203,10 @@ class LoadedModel:
     def class_id(self, c: int | str) -> int:
         """A class given by index, digit string or (case-insensitive) name/synonym → its index."""
         if self.classes is None:
-            raise ValueError(f"{self.card.name} is conditioned on free text, it has no class indices")
+            raise BadInput(f"{self.card.name} is conditioned on free text, it has no class indices")
         if isinstance(c, (int, np.integer)) and not isinstance(c, bool):
             if not 0 <= int(c) < len(self.classes):
-                raise ValueError(f"class index {c} out of range for {self.card.name} (0–{len(self.classes) - 1})")
+                raise BadInput(f"class index {c} out of range for {self.card.name} (0–{len(self.classes) - 1})")
             return int(c)
         if isinstance(c, str):
             key = c.strip().lower()
@@ -213,17 +214,17 @@ class LoadedModel:
                 return self._synonyms[key]
             if key.isdigit() and int(key) < len(self.classes):
                 return int(key)
-            raise ValueError(f"unknown class {c!r} for {self.card.name}; e.g. {', '.join(self.classes[:5])}, …")
-        raise TypeError(f"a class must be an int or a str, got {type(c).__name__}")
+            raise BadInput(f"unknown class {c!r} for {self.card.name}; e.g. {', '.join(self.classes[:5])}, …")
+        raise BadType(f"a class must be an int or a str, got {type(c).__name__}")
 
     def condition(self, conds: list[int | str] | tuple[int | str, ...]) -> dict[str, torch.Tensor]:
         """One condition per batch item (class ids/names, or prompts for text models) → denoiser inputs."""
         if not isinstance(conds, (list, tuple)) or not conds:
-            raise ValueError("condition() needs a non-empty list of classes or prompts")
+            raise BadInput("condition() needs a non-empty list of classes or prompts")
         if self.card.conditioning == "prompts":
             for c in conds:
                 if not isinstance(c, str):
-                    raise TypeError(f"{self.card.name} is conditioned on text; got {type(c).__name__} {c!r}")
+                    raise BadType(f"{self.card.name} is conditioned on text; got {type(c).__name__} {c!r}")
             return self._text(list(conds), null=False)
         ids = torch.tensor([self.class_id(c) for c in conds], device=self.device)
         return self._labels(ids)
@@ -233,7 +234,7 @@ class LoadedModel:
         if self.card.conditioning == "prompts":
             return self._text([""] * n, null=True)
         if self.null_label is None:
-            raise ValueError(f"{self.card.name} has no null class, so it cannot use classifier-free guidance")
+            raise BadInput(f"{self.card.name} has no null class, so it cannot use classifier-free guidance")
         return self._labels(torch.full((n,), self.null_label, device=self.device))
 
     @torch.no_grad()
@@ -309,8 +310,29 @@ def _synonym_table(classes: list[str]) -> dict[str, int]:
 # ---- loading -------------------------------------------------------------------------------
 
 
+def check_device(device: str | torch.device | None) -> torch.device:
+    """A device that exists here (default: cuda if a GPU is visible, else cpu), or one sentence saying why not."""
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not isinstance(device, (str, torch.device)):
+        raise BadType(f"device must be a string such as 'cpu' or 'cuda:0', got {type(device).__name__}")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise BadInput(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)[:40]!r}") from None
+    if dev.type == "cuda":
+        n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if n == 0:
+            raise BadInput(f"device {str(device)!r} is not available: this machine has no CUDA GPU (use 'cpu')")
+        if dev.index is not None and dev.index >= n:
+            raise BadInput(f"device {str(device)!r} is not available: this machine has {n} CUDA GPU(s)")
+    elif dev.type not in ("cpu", "mps"):
+        raise BadInput(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)!r}")
+    return dev
+
+
 def _device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | None, hub: bool):
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = check_device(device)
     if dtype is None:
         dt = torch.float16 if (hub and dev.type == "cuda") else torch.float32
     elif isinstance(dtype, torch.dtype):
@@ -319,7 +341,7 @@ def _device_dtype(device: str | torch.device | None, dtype: str | torch.dtype | 
         names = {"fp16": torch.float16, "float16": torch.float16, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
         names |= {"fp32": torch.float32, "float32": torch.float32}
         if dtype not in names:
-            raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}")
+            raise BadInput(f"dtype must be one of {sorted(names)}, got {dtype!r}")
         dt = names[dtype]
     return dev, dt
 
@@ -340,19 +362,22 @@ def load_model(
     if isinstance(name_or_path, LoadedModel):
         return name_or_path
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise TypeError(f"load_model expects a model name or a folder, got {type(name_or_path).__name__}")
+        raise BadType(f"load_model expects a model name or a folder, got {type(name_or_path).__name__}")
     key = str(name_or_path)
+    if not key.strip():
+        raise BadInput(f"a model name or folder is needed; the cards are {', '.join(CARDS)}")
+    check_device(device)
     name = ALIASES.get(key.lower(), key.lower())
     if name in CARDS:
         key = name
     elif Path(key).expanduser().is_dir():
         key = str(Path(key).expanduser().resolve())
     else:
-        raise ValueError(f"unknown model {key!r}: use one of {sorted(CARDS)} or the path of a local diffusers folder")
+        raise BadInput(f"unknown model {key!r}: use one of {sorted(CARDS)} or the path of a local diffusers folder")
     card = CARDS.get(key)
     dev, dt = _device_dtype(device, dtype, hub=card is None or card.source == "hub")
     if resolution is not None and (isinstance(resolution, bool) or not isinstance(resolution, int) or resolution < 8):
-        raise ValueError(f"resolution must be an integer ≥ 8 pixels, got {resolution!r}")
+        raise BadInput(f"resolution must be an integer ≥ 8 pixels, got {resolution!r}")
     return _load_cached(key, str(dev), str(dt).removeprefix("torch."), resolution)
 
 
@@ -362,7 +387,7 @@ def _load_cached(key: str, device: str, dtype: str, resolution: int | None = Non
         base = _load_cached(key, device, dtype)
         step = base.scale * 2  # a multiple of the latent factor and of the transformers' 2×2 patches
         if resolution % step:
-            raise ValueError(f"{base.card.name}: resolution must be a multiple of {step}, got {resolution}")
+            raise BadInput(f"{base.card.name}: resolution must be a multiple of {step}, got {resolution}")
         return base.at_resolution(resolution)
     dev, dt = torch.device(device), getattr(torch, dtype)
     card = CARDS.get(key)
@@ -466,7 +491,7 @@ def _load_local(folder: Path, device: torch.device, dtype: torch.dtype) -> Loade
         )
     cls = json.loads(index.read_text()).get("_class_name", "")
     if cls not in PIPELINE_CARDS:
-        raise ValueError(f"{folder}: unsupported pipeline {cls!r}; bigain supports {', '.join(PIPELINE_CARDS)}")
+        raise BadInput(f"{folder}: unsupported pipeline {cls!r}; bigain supports {', '.join(PIPELINE_CARDS)}")
     try:
         pipe = _pipeline(str(folder), dtype)
     except (OSError, ValueError) as err:

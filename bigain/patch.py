@@ -35,6 +35,7 @@ import torch
 
 from bigain.backbones import Backbone, JointProcessor, Target, adapter_for
 from bigain.backbones.base import WrappedProcessor
+from bigain.errors import BadInput, BadType
 from bigain.methods import AttnCall, Baseline, CallInfo, Method
 from bigain.ops import rng
 from bigain.record import current as current_recorder
@@ -51,7 +52,7 @@ def denoiser_of(obj: Any) -> torch.nn.Module:
             return sub
     if isinstance(obj, torch.nn.Module):
         return obj
-    raise TypeError(f"bigain: expected a diffusers model or pipeline, got {type(obj).__name__}")
+    raise BadType(f"bigain: expected a diffusers model or pipeline, got {type(obj).__name__}")
 
 
 @dataclass(frozen=True)
@@ -89,10 +90,10 @@ class _State:
         self.key = rng.new_key(_fork_seed(_device_of(model)), _device_of(model))
 
     def __deepcopy__(self, memo: dict) -> _State:
-        raise TypeError("bigain: call bigain.remove(model) before copying a patched model, then patch the copy")
+        raise BadType("bigain: call bigain.remove(model) before copying a patched model, then patch the copy")
 
     def __reduce_ex__(self, protocol: Any) -> Any:
-        raise TypeError("bigain: call bigain.remove(model) before pickling a patched model")
+        raise BadType("bigain: call bigain.remove(model) before pickling a patched model")
 
     # ---- which method, where --------------------------------------------------------------
     def method(self) -> Method:
@@ -113,12 +114,12 @@ class _State:
     def check(self, method: Method) -> None:
         """Raise ValueError if ``method`` cannot run on this model (nothing is changed)."""
         if not isinstance(method, Method):
-            raise TypeError(f"bigain: expected a bigain Method (e.g. bigain.LGTM()), got {type(method).__name__}")
+            raise BadType(f"bigain: expected a bigain Method (e.g. bigain.LGTM()), got {type(method).__name__}")
         if not method.compresses:
             return
         self.backbone.check(method)
         if not self.active(method):
-            raise ValueError(f"{method.title} would compress nothing in {self.backbone.describe()}")
+            raise BadInput(f"{method.title} would compress nothing in {self.backbone.describe()}")
 
     def key_for(self, device: torch.device) -> torch.Tensor:
         """This thread's key tensor of the random destinations: a copy of the model's on first use (so
@@ -376,14 +377,19 @@ def _attach(state: _State) -> _State:
     return state
 
 
-def _checked(net: torch.nn.Module, method: Method, blocks: tuple[int, ...] | None = None) -> Method:
-    """Validate ``method`` for ``net`` without touching it (a throwaway state if it is not patched)."""
+def _checked(net: torch.nn.Module, method: Method | str, blocks: tuple[int, ...] | None = None) -> Method:
+    """Validate ``method`` (a Method or a spec string such as ``"lgtm:ratio=0.5"``) for ``net`` without
+    touching it (a throwaway state if it is not patched)."""
+    if isinstance(method, str):
+        from bigain.methods import parse_method
+
+        method = parse_method(method)
     state = _state(net) or _State(net, blocks)
     state.check(method)
     return _intern(method)
 
 
-def apply(model: Any, method: Method, blocks: tuple[int, ...] | None = None) -> torch.nn.Module:
+def apply(model: Any, method: Method | str, blocks: tuple[int, ...] | None = None) -> torch.nn.Module:
     """Patch ``model`` (a denoiser, a pipeline or a loaded model) and make ``method`` its default.
 
     On an already patched model this only switches the method (cheap). ``blocks`` sets the
@@ -456,7 +462,7 @@ def image_grid(model: Any, h: int, w: int) -> None:
     non-square images (square grids are found from the token count)."""
     state = _state(denoiser_of(model))
     if state is None:
-        raise ValueError("bigain: patch the model first (bigain.apply / bigain.compress)")
+        raise BadInput("bigain: patch the model first (bigain.apply / bigain.compress)")
     state.backbone.image_grid = (int(h), int(w))  # type: ignore[attr-defined]
 
 
@@ -475,7 +481,7 @@ def seed(model: Any, seed: int) -> None:
 
 
 @contextmanager
-def compress(model: Any, method: Method) -> Iterator[torch.nn.Module]:
+def compress(model: Any, method: Method | str) -> Iterator[torch.nn.Module]:
     """Run ``method`` inside the block, for this thread only; patches on entry if needed and
     unpatches on exit if it did (other threads keep their own method). A method that cannot
     run on the model raises before anything is changed."""

@@ -23,6 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from bigain.errors import BadInput
+
 # ---- architectures --------------------------------------------------------------------------
 
 
@@ -225,7 +227,7 @@ _LEGACY_FAMILY = {"dit": _DIT, "unet": _UNET}
 def arch(name: str) -> Arch:
     """The architecture called ``name``; a ValueError naming the known ones otherwise."""
     if name not in ARCHS:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHS)}")
+        raise BadInput(f"unknown architecture {name!r}; choose one of {sorted(ARCHS)}")
     return ARCHS[name]
 
 
@@ -273,7 +275,7 @@ def narrow(a: Arch, k: int) -> Arch:
     from bigain.backbones import adapter_for_class
 
     if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-        raise ValueError(f"width scale must be an integer ≥ 1, got {k!r}")
+        raise BadInput(f"width scale must be an integer ≥ 1, got {k!r}")
     if k == 1:
         return a
     text = None if a.text is None else (a.text[0], max(1, a.text[1] // k))

@@ -16,6 +16,7 @@ from bigain.backbones.base import Backbone, Site, Target
 from bigain.backbones.dit import DiT, PixArt
 from bigain.backbones.mmdit import SD3, Flux, JointProcessor
 from bigain.backbones.unet import UNet
+from bigain.errors import BadType
 
 #: Every adapter; the first whose class names appear in a model's class hierarchy handles it.
 BACKBONES: tuple[type[Backbone], ...] = (UNet, DiT, PixArt, SD3, Flux)
@@ -27,7 +28,7 @@ def adapter_for(model: nn.Module) -> type[Backbone]:
     for adapter in BACKBONES:
         if names & set(adapter.classes):
             return adapter
-    raise TypeError(f"bigain: don't know how to patch {type(model).__name__}; supported are {_supported()}")
+    raise BadType(f"bigain: don't know how to patch {type(model).__name__}; supported are {_supported()}")
 
 
 def adapter_for_class(name: str) -> type[Backbone]:
@@ -35,7 +36,7 @@ def adapter_for_class(name: str) -> type[Backbone]:
     for adapter in BACKBONES:
         if name in adapter.classes:
             return adapter
-    raise TypeError(f"bigain: don't know the model class {name!r}; supported are {_supported()}")
+    raise BadType(f"bigain: don't know the model class {name!r}; supported are {_supported()}")
 
 
 def _supported() -> str:

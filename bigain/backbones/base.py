@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from bigain.errors import BadInput, BadType
 from bigain.methods import PAPER_DIT_BLOCKS, Method
 
 
@@ -66,7 +67,7 @@ class Backbone:
         self.model = model
         self.sites = self.find(model)
         if not self.sites:
-            raise TypeError(f"bigain: {type(model).__name__} has no self-attention blocks to compress")
+            raise BadType(f"bigain: {type(model).__name__} has no self-attention blocks to compress")
         self.targets = [s.target for s in self.sites]
         self.n_blocks = max(t.index for t in self.targets) + 1
         paper = tuple(b for b in PAPER_DIT_BLOCKS if b < self.n_blocks)
@@ -85,7 +86,7 @@ class Backbone:
         if method.blocks is not None:
             bad = [b for b in method.blocks if b >= self.n_blocks]
             if bad:
-                raise ValueError(f"{method.title}: blocks {bad} do not exist; the model has {self.n_blocks} blocks")
+                raise BadInput(f"{method.title}: blocks {bad} do not exist; the model has {self.n_blocks} blocks")
 
     def latent_hw(self, sample: torch.Tensor, kwargs: dict[str, Any]) -> tuple[int, int]:
         """(H, W) of the latent the grids are derived from, from the model's input (static shapes only)."""
@@ -139,7 +140,7 @@ class Backbone:
     def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
         """Prompts through the pipeline's own text encoders → a condition (``null``: the unconditional
         input of classifier-free guidance, as the pipeline builds it for an empty negative prompt)."""
-        raise TypeError(f"{type(pipe).__name__} is not conditioned on text")
+        raise BadType(f"{type(pipe).__name__} is not conditioned on text")
 
 
 def divided(config: dict[str, Any], k: int, *keys: str) -> dict[str, Any]:
@@ -148,7 +149,7 @@ def divided(config: dict[str, Any], k: int, *keys: str) -> dict[str, Any]:
     for key in keys:
         v = int(out[key])
         if v % k:
-            raise ValueError(f"width scale {k}: {key}={v} is not divisible by {k}")
+            raise BadInput(f"width scale {k}: {key}={v} is not divisible by {k}")
         out[key] = v // k
     return out
 

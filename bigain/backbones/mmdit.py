@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from bigain.backbones.base import Backbone, Site, Target, WrappedProcessor, divided, randn
+from bigain.errors import BadInput
 from bigain.methods import AttnCall
 from bigain.record import emit
 
@@ -101,7 +102,7 @@ class Flux(Backbone):
         n = int(sample.shape[1])
         side = math.isqrt(n)
         if side * side != n:
-            raise ValueError(
+            raise BadInput(
                 f"bigain: {n} Flux image tokens are not a square grid; call bigain.patch.image_grid(model, h, w)"
             )
         return side, side
@@ -140,7 +141,7 @@ class Flux(Backbone):
         cfg = divided(config, k, "attention_head_dim", "joint_attention_dim", "pooled_projection_dim")
         axes = [int(a) for a in cfg["axes_dims_rope"]]
         if any(a % k or (a // k) % 2 for a in axes):
-            raise ValueError(f"width scale {k}: the rotary axes {axes} / {k} must stay even")
+            raise BadInput(f"width scale {k}: the rotary axes {axes} / {k} must stay even")
         cfg["axes_dims_rope"] = [a // k for a in axes]
         return cfg
 
@@ -161,7 +162,7 @@ class Flux(Backbone):
     @staticmethod
     def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
         if null:
-            raise ValueError("Flux is guidance-distilled: it has no unconditional input (use guidance 1)")
+            raise BadInput("Flux is guidance-distilled: it has no unconditional input (use guidance 1)")
         embeds, pooled, _ = pipe.encode_prompt(prompts, None, device=pipe.transformer.device)
         cond = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
         if pipe.transformer.config.guidance_embeds:  # FLUX.1-dev: distilled guidance as an input

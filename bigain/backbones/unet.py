@@ -18,6 +18,7 @@ from diffusers.models.attention import BasicTransformerBlock
 from torch import nn
 
 from bigain.backbones.base import Backbone, Site, Target, randn
+from bigain.errors import BadInput
 from bigain.methods import Method
 
 
@@ -61,7 +62,7 @@ class UNet(Backbone):
     def check(self, method: Method) -> None:
         if method.max_downsample is not None and method.max_downsample < self.finest:
             levels = sorted({t.downsample for t in self.targets})
-            raise ValueError(
+            raise BadInput(
                 f"{method.title} would compress nothing in {type(self.model).__name__}: its self-attention runs at "
                 f"downsample {levels}, but max_downsample={method.max_downsample} (leave it unset for the "
                 f"highest-resolution level with attention, {self.finest})"
@@ -83,7 +84,7 @@ class UNet(Backbone):
         heads = cfg["attention_head_dim"]  # head counts (diffusers' naming quirk)
         heads = [int(h) for h in heads] if isinstance(heads, (list, tuple)) else [int(heads)] * len(chans)
         if any(c % k or (c // k) % h for c, h in zip(chans, heads, strict=True)):
-            raise ValueError(f"width scale {k}: channels {chans} / {k} must stay a multiple of the heads {heads}")
+            raise BadInput(f"width scale {k}: channels {chans} / {k} must stay a multiple of the heads {heads}")
         cfg["block_out_channels"] = [c // k for c in chans]
         cfg["norm_num_groups"] = math.gcd(int(cfg.get("norm_num_groups", 32)), *cfg["block_out_channels"])
         cfg["cross_attention_dim"] = max(1, int(cfg["cross_attention_dim"]) // k)

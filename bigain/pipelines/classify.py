@@ -22,7 +22,6 @@ gets e⁻¹ of its weight. It is a display aid, not a probability anyone calibra
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -32,10 +31,11 @@ import numpy as np
 import torch
 
 from bigain import patch
+from bigain.errors import BadInput, BadType, check_int, check_number
 from bigain.execution import check_mode
 from bigain.methods import Method
 from bigain.models import LoadedModel, load_model, take
-from bigain.pipelines.generate import Progress, Timer, resolve_method
+from bigain.pipelines.generate import MAX_SEED, Progress, Timer, resolve_method
 
 MAX_CLASSES = 1000
 DEFAULT_TEMPERATURE = 0.05
@@ -57,13 +57,13 @@ class Protocol:
         object.__setattr__(self, "n_samples", ns)
         object.__setattr__(self, "to_keep", keep)
         if not 1 <= self.n_pool <= self.T:
-            raise ValueError(f"n_pool must be in [1, {self.T}], got {self.n_pool}")
+            raise BadInput(f"n_pool must be in [1, {self.T}], got {self.n_pool}")
         if not ns or len(ns) != len(keep):
-            raise ValueError(f"n_samples {ns} and to_keep {keep} must be non-empty and of equal length")
+            raise BadInput(f"n_samples {ns} and to_keep {keep} must be non-empty and of equal length")
         if any(not 1 <= n <= self.n_pool for n in ns) or list(ns) != sorted(ns):
-            raise ValueError(f"n_samples must be non-decreasing values in [1, n_pool={self.n_pool}], got {ns}")
+            raise BadInput(f"n_samples must be non-decreasing values in [1, n_pool={self.n_pool}], got {ns}")
         if any(k < 1 for k in keep) or list(keep) != sorted(keep, reverse=True) or keep[-1] != 1:
-            raise ValueError(f"to_keep must be non-increasing values ≥ 1 ending in 1, got {keep}")
+            raise BadInput(f"to_keep must be non-increasing values ≥ 1 ending in 1, got {keep}")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Protocol:
@@ -126,30 +126,30 @@ def candidates(
     """Candidate names and what to condition on (class ids or prompts); validates the list."""
     if classes is None:
         if model.classes is None:
-            raise ValueError(f"{model.card.name} classifies among free-text class names: pass classes=[...]")
+            raise BadInput(f"{model.card.name} classifies among free-text class names: pass classes=[...]")
         return list(model.classes), list(range(len(model.classes)))
     if isinstance(classes, (str, bytes)) or not isinstance(classes, Sequence):
-        raise ValueError("classes must be a list of class names or ids")
+        raise BadInput("classes must be a list of class names or ids")
     classes = list(classes)
     if len(classes) < 2:
-        raise ValueError(f"classification needs at least two candidate classes, got {len(classes)}")
+        raise BadInput(f"classification needs at least two candidate classes, got {len(classes)}")
     if len(classes) > MAX_CLASSES:
-        raise ValueError(f"at most {MAX_CLASSES} candidate classes, got {len(classes)}")
+        raise BadInput(f"at most {MAX_CLASSES} candidate classes, got {len(classes)}")
     if model.card.conditioning == "prompts":
         names = []
         for c in classes:
             if not isinstance(c, str) or not c.strip():
-                raise ValueError(f"class names must be non-empty strings, got {c!r}")
+                raise BadInput(f"class names must be non-empty strings, got {c!r}")
             names.append(c.strip())
         if len({n.lower() for n in names}) != len(names):
-            raise ValueError(f"duplicated class names in {names}")
+            raise BadInput(f"duplicated class names in {names}")
         template = prompt_template or model.card.prompt_template or "{}"
         if "{}" not in template:
-            raise ValueError(f"prompt_template must contain '{{}}', got {template!r}")
+            raise BadInput(f"prompt_template must contain '{{}}', got {template!r}")
         return names, [template.format(n) for n in names]
     ids = [model.class_id(c) for c in classes]
     if len(set(ids)) != len(ids):
-        raise ValueError(f"duplicated classes in {classes}")
+        raise BadInput(f"duplicated classes in {classes}")
     return [model.classes[i] for i in ids], ids
 
 
@@ -174,11 +174,10 @@ def classify(
     model = load_model(model) if isinstance(model, str) else model
     meth = resolve_method(method)
     proto = _protocol(model, protocol)
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
-        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
-    bs = batch_size or (128 if model.vae is None else 16)
-    if not isinstance(bs, int) or bs < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+    temperature = check_number("temperature", temperature, 1e-6, 1e6)
+    seed = check_int("seed", seed, 0, MAX_SEED)
+    default_bs = 128 if model.vae is None else 16
+    bs = check_int("batch_size", default_bs if batch_size is None else batch_size, 1, 4096)
     names, conds = candidates(model, classes, prompt_template)
     check_mode(mode, model.device)
     t_start = time.perf_counter()
@@ -200,7 +199,7 @@ def _protocol(model: LoadedModel, protocol: Protocol | dict[str, Any] | None) ->
         return Protocol.from_dict(protocol)
     if isinstance(protocol, Protocol):
         return protocol
-    raise TypeError(f"protocol must be a Protocol or a dict, got {type(protocol).__name__}")
+    raise BadType(f"protocol must be a Protocol or a dict, got {type(protocol).__name__}")
 
 
 class _Run:

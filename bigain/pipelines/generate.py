@@ -18,6 +18,7 @@ import torch
 from PIL import Image
 
 from bigain import patch
+from bigain.errors import BadInput, BadType, check_int, check_number
 from bigain.execution import check_mode
 from bigain.methods import Baseline, Method, parse_method
 from bigain.models import LoadedModel, cat, load_model
@@ -25,6 +26,8 @@ from bigain.record import Recorder
 from bigain.record import record as record_events
 
 Progress = Callable[[float, str], None]
+#: seeds are non-negative 63-bit integers (what torch.Generator.manual_seed takes on every platform)
+MAX_SEED = 2**63 - 1
 
 
 @dataclass
@@ -60,7 +63,7 @@ def resolve_method(method: Method | str | None) -> Method:
         return parse_method(method)
     if isinstance(method, Method):
         return method
-    raise TypeError(f"method must be a bigain Method, a spec string or None, got {type(method).__name__}")
+    raise BadType(f"method must be a bigain Method, a spec string or None, got {type(method).__name__}")
 
 
 def sync(device: torch.device) -> None:
@@ -90,14 +93,14 @@ class Timer:
 def _conditions(model: LoadedModel, condition: Any, num_images: int) -> list[Any]:
     conds = list(condition) if isinstance(condition, (list, tuple)) else [condition] * num_images
     if not conds:
-        raise ValueError("generate needs at least one condition")
+        raise BadInput("generate needs at least one condition")
     if isinstance(condition, (list, tuple)) and num_images not in (1, len(conds)):
-        raise ValueError(f"num_images={num_images} does not match the {len(conds)} conditions given")
+        raise BadInput(f"num_images={num_images} does not match the {len(conds)} conditions given")
     if model.card.conditioning == "labels":
         return [model.classes[model.class_id(c)] for c in conds]  # validates and normalises
     for c in conds:
         if not isinstance(c, str):
-            raise TypeError(f"{model.card.name} is conditioned on text prompts, got {type(c).__name__}")
+            raise BadType(f"{model.card.name} is conditioned on text prompts, got {type(c).__name__}")
     return conds
 
 
@@ -128,18 +131,14 @@ def generate(
     pictures (``record``) need ``eager``."""
     model = load_model(model) if isinstance(model, str) else model
     meth = resolve_method(method)
-    steps = model.card.steps if steps is None else int(steps)
-    guidance = model.card.guidance if guidance is None else float(guidance)
-    if not 1 <= steps <= 1000:
-        raise ValueError(f"steps must be in [1, 1000], got {steps}")
-    if not 0 <= guidance <= 50:
-        raise ValueError(f"guidance must be in [0, 50], got {guidance}")
-    if not isinstance(num_images, int) or not 1 <= num_images <= 1024:
-        raise ValueError(f"num_images must be an integer in [1, 1024], got {num_images!r}")
+    steps = check_int("steps", model.card.steps if steps is None else steps, 1, 1000)
+    guidance = check_number("guidance", model.card.guidance if guidance is None else guidance, 0, 50)
+    num_images = check_int("num_images", num_images, 1, 1024)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     conds = _conditions(model, condition, num_images)
     check_mode(mode, model.device)
     if record and mode != "eager":
-        raise ValueError(f"recording pictures needs the eager mode, not {mode!r}")
+        raise BadInput(f"recording pictures needs the eager mode, not {mode!r}")
     t_start = time.perf_counter()
     sched = model.scheduler(sampler)
     model.set_timesteps(sched, steps)
