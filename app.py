@@ -21,6 +21,7 @@ from PIL import Image
 
 import bigain
 from bigain import execution, explain, viz
+from bigain.errors import whole
 from bigain.methods import METHODS
 from bigain.models import load_model
 
@@ -103,7 +104,7 @@ def _methods(names: list[str] | None, ratio_tome: float, ratio_lgtm: float, fact
              schedule: bool, alpha_end: float) -> list[bigain.Method]:  # fmt: skip
     if isinstance(names, str):
         names = [names]
-    kv = {"factor": explain.whole(factor, "KV factor")}
+    kv = {"factor": whole(factor, "KV factor")}
     settings = {
         "tome": {"ratio": float(ratio_tome)},
         "lgtm": {"ratio": float(ratio_lgtm)},

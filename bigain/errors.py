@@ -52,6 +52,14 @@ def check_number(name: str, v: Any, lo: float | None = None, hi: float | None = 
     return v
 
 
+def whole(v: Any, name: str) -> int:
+    """A widget's number (sliders send floats) as an integer; 2.5, NaN and text are refused, not rounded."""
+    f = check_number(name, v)
+    if f != int(f):
+        raise BadInput(f"{name} must be a whole number, got {v!r}")
+    return int(f)
+
+
 def _range(lo: float | None, hi: float | None) -> str:
     if hi is not None and hi >= 2**31:  # "in [0, 9.22e18]" says less than "≥ 0"
         hi = None

@@ -12,6 +12,7 @@ from matplotlib.figure import Figure
 from PIL import Image
 
 from bigain import explain, viz
+from bigain.explain import compare
 from bigain.methods import IEKVD, LGTM, SiTo, ToDo, ToMe
 from bigain.ops.laplacian import laplacian_score
 
@@ -200,8 +201,8 @@ def test_digit_examples_are_test_split_pngs(tmp_path, monkeypatch) -> None:
 
 def test_timing_rounds_rotate_the_order() -> None:
     a, b, c = ToMe(), LGTM(), ToDo()
-    order = explain._rounds([a, b, c], 2)
+    order = compare._rounds([a, b, c], 2)
     assert order == [(0, a), (0, b), (0, c), (1, b), (1, c), (1, a)]
     for bad in (0, 11, 1.5):
         with pytest.raises(ValueError, match="timing rounds"):
-            explain._rounds([a], bad)
+            compare._rounds([a], bad)

@@ -1,0 +1,45 @@
+"""What the app's tabs compute, as plain functions (nothing here imports gradio): each runs library
+code (methods, operators, pipelines, the recorder) and returns data plus figures; the UI lays them out.
+
+* :mod:`~bigain.explain.learn`: the "learn the idea" pictures on image tokens;
+* :mod:`~bigain.explain.inside`: a recorded generation, one (step, block) of it at a time;
+* :mod:`~bigain.explain.compare`: methods from settings, generation and classification side by side;
+* :mod:`~bigain.explain.bundled`: the bundled examples and the result files the app shows.
+"""
+
+from bigain.explain.bundled import benchmark_report, digit_examples, examples_dir
+from bigain.explain.compare import (
+    ClassificationRow,
+    GenerationRow,
+    Progress,
+    agreement,
+    compare_classification,
+    compare_generation,
+    flops_per_call,
+    methods_from_settings,
+)
+from bigain.explain.inside import Inside, inside_figures, record_generation
+from bigain.explain.learn import FrequencyParts, frequency_parts, image_tokens, kv_choice, learn_figures, merge_choice
+
+__all__ = [
+    "ClassificationRow",
+    "FrequencyParts",
+    "GenerationRow",
+    "Inside",
+    "Progress",
+    "agreement",
+    "benchmark_report",
+    "compare_classification",
+    "compare_generation",
+    "digit_examples",
+    "examples_dir",
+    "flops_per_call",
+    "frequency_parts",
+    "image_tokens",
+    "inside_figures",
+    "kv_choice",
+    "learn_figures",
+    "merge_choice",
+    "methods_from_settings",
+    "record_generation",
+]
