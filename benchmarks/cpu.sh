@@ -9,6 +9,7 @@
 # budgets; compiled vs eager at batch 2 on the digits DiT and U-Net (shipped weights) and on SD 2 base at
 # 512 px (every method against the compiled baseline); eager SD 2 at 512 px, L-GTM 0.7 vs tomesd 0.7 with
 # tomesd on its own patched copy.
+# ONLY=backbones: one full-width SD3 / Flux block at 1024 px token counts, and op counts of SDXL, SD3 and Flux.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
@@ -17,6 +18,23 @@ OUT=${OUT:-assets/bench}
 X=${SUFFIX:-}
 M="baseline tome:ratio=0.7 lgtm:ratio=0.7 todo iekvd"
 export BIGAIN_BENCH_GIT=${BIGAIN_BENCH_GIT:-0}  # the commit is read from .git; no git process
+if [ "${ONLY:-all}" = backbones ]; then
+  # one full-width joint block of SD3 medium and of Flux.1 schnell (double- and single-stream) at 1024 px token
+  # counts (SD3: 4096 image + 333 text tokens; Flux: 4096 + 256), every method against the baseline, eager,
+  # interleaved (about 15 minutes on 1 thread); op counts per compressed layer of SDXL, SD3 and Flux, narrow
+  $PY -m bigain.bench speed --model sd3-medium --random-weights --layers 1 --job layer --res 1024 --batch 1 \
+    --methods $M --rounds 3 --warmup 1 --threads "$T" --out "$OUT/layer-sd3-medium-cpu-1024$X"
+  $PY -m bigain.bench speed --model flux-schnell --random-weights --layers 1 --job layer --layer-index 0 1 \
+    --res 1024 --batch 1 --methods $M --rounds 3 --warmup 1 --threads "$T" --out "$OUT/layer-flux-schnell-cpu-1024$X"
+  $PY -m bigain.bench count --model sdxl-base --width-scale 16 --threads "$T" --out "$OUT/count-sdxl-base-cpu" ||
+    echo "!! a budget is not met (see the table)"
+  $PY -m bigain.bench count --model sd3-medium --width-scale 8 --threads "$T" --out "$OUT/count-sd3-medium-cpu" ||
+    echo "!! a budget is not met (see the table)"
+  $PY -m bigain.bench count --model flux-schnell --width-scale 4 --res 128 --threads "$T" \
+    --out "$OUT/count-flux-schnell-cpu" || echo "!! a budget is not met (see the table)"
+  $PY -m bigain.bench report assets/bench --md BENCHMARKS.md
+  exit 0
+fi
 if [ "${ONLY:-all}" = modes ]; then
   # counts do not depend on width: the published configs at 1/8 of their width, at their token grids
   $PY -m bigain.bench count --model sd2-base --width-scale 8 --res 512 --threads "$T" --out "$OUT/count-sd2-base-cpu" ||

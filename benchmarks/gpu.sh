@@ -10,11 +10,14 @@
 #   speed-*-eager      eager calls: baseline, ToMe, L-GTM, ToDo, IE-KVD (fused path) and tomesd on its own copy
 #   speed-*-cudagraph  the same calls replayed from CUDA graphs, against the graphed baseline
 #   speed-*-compile    the same calls under torch.compile(fullgraph=True), against the compiled baseline
+#   speed-sdxl-base-*  SDXL base (full width, random weights) at 1024 px, batch 1 and 2: one denoiser call per
+#                      method, eager (tomesd at max_downsample 2, SDXL's finest attention level) and compiled (b2)
 #   BENCHMARKS-gpu.md  `bench report` of all of the above (it names the card)
 #
 # Regimes: SD 2 base at 512 px batch 2, 1024 px batch 2 and the classifier's batch 64 at 512 px;
 # DiT-XL/2 512 at batch 2 and 64 (eager and CUDA graphs); the compiled runs, which compile every
-# method (tens of seconds each), at batch 2 only and last, so the deadline cuts them first.
+# method (tens of seconds each), at batch 2 only and last, so the deadline cuts them first; SDXL's compiled
+# run is the very last step.
 # $OUT/gpu/log.txt is the log and $OUT/gpu-results.tar.gz packs the folder; unpack it with
 # `tar -xzf gpu-results.tar.gz -C assets/bench --strip-components=1` (prefix what you keep, e.g. h100-).
 #
@@ -83,6 +86,10 @@ if [ "$TINY" = 1 ]; then
   done
   step $B speed --model digits-dit --random-weights $C --batch 2 --mode compile --rounds 2 --warmup 1 \
     --methods $M --no-flops --no-profile --out "$RES/speed-digits-dit-compile"
+  # SDXL's eager step at 1/16 of its width and 128 px (its compiled step is not dry-run: inductor needs over
+  # 5 minutes for SDXL's U-Net on 2 CPU cores; the compile path is the digits DiT's step above)
+  step $B speed --model sdxl-base --random-weights --width-scale 16 $C --methods $M --regime 128x1 128x2 \
+    --mode eager --rounds 1 --warmup 1 --out "$RES/speed-sdxl-base-eager"
 else
   G="--device cuda --dtype fp16"
   step $B count --model sd2-base --res 512 $G --out "$RES/count-sd2-base-fp16"
@@ -94,6 +101,9 @@ else
     --out "$RES/speed-sd2-base-fp16-eager"
   step $B speed $DIT --regime 512x2 512x64 --mode eager --rounds "$R" --warmup 2 \
     --out "$RES/speed-dit-xl-2-512-fp16-eager"
+  XL="--model sdxl-base --random-weights $G --triton on --methods $M"
+  step $B speed $XL --regime 1024x1 1024x2 --mode eager --rounds "$R" --warmup 2 --no-count \
+    --out "$RES/speed-sdxl-base-fp16-eager"
   step $B speed $SD --regime 512x2 1024x2 512x64 --mode cudagraph --rounds "$R" --warmup 2 --no-flops --no-count \
     --out "$RES/speed-sd2-base-fp16-cudagraph"
   step $B speed $DIT --regime 512x2 512x64 --mode cudagraph --rounds "$R" --warmup 2 --no-flops --no-count \
@@ -102,6 +112,8 @@ else
     --out "$RES/speed-sd2-base-fp16-compile"
   step $B speed $DIT --regime 512x2 --mode compile --rounds "$R" --warmup 2 --no-flops --no-count --no-profile \
     --out "$RES/speed-dit-xl-2-512-fp16-compile"
+  step $B speed $XL --regime 1024x2 --mode compile --rounds "$R" --warmup 1 --no-flops --no-count --no-profile \
+    --out "$RES/speed-sdxl-base-fp16-compile"
 fi
 DEADLINE=$((DEADLINE + RESERVE))
 step $B report "$RES" --md "$RES/BENCHMARKS-gpu.md" --eval assets/eval

@@ -64,6 +64,14 @@ class CallInfo:
     cache: dict[Any, Any] = field(default_factory=dict)
     steps: dict[Any, Any] = field(default_factory=dict)
     prepared: bool = False
+    t_scale: float = 1.0  # Flux passes t / 1000: scaled only where a method reads t (no op otherwise)
+
+    @property
+    def timestep(self) -> torch.Tensor | float | None:
+        """The timesteps on the 999 → 0 scale (one element-wise op for a rescaled tensor, where asked)."""
+        if self.t is None or self.t_scale == 1:
+            return self.t
+        return self.t * self.t_scale
 
 
 @dataclass
@@ -83,7 +91,7 @@ class AttnCall:
 
     @property
     def t(self) -> torch.Tensor | float | None:
-        return self.info.t
+        return self.info.timestep
 
 
 @dataclass
@@ -437,7 +445,7 @@ class IEKVD(Method):
     def prepare(self, info: CallInfo) -> None:
         if self.alpha_end is None or info.t is None or info.final:
             return
-        alpha = alpha_at(info.t, self.alpha, self.alpha_end)  # a host number t gives a number
+        alpha = alpha_at(info.timestep, self.alpha, self.alpha_end)  # a host number t gives a number
         weight = alpha_weight(alpha, info.dtype) if isinstance(alpha, torch.Tensor) else alpha
         info.shared["alpha"] = alpha, weight
 

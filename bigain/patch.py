@@ -248,7 +248,10 @@ def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method, kwar
     key = state.key_for(sample.device)
     if getattr(loc, "steps_of", None) is not method:  # assignments kept across calls belong to one method
         loc.steps, loc.steps_of = {}, method
-    return CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
+    scale = 1.0 if isinstance(t, (int, float)) else float(state.backbone.timestep_scale)
+    info = CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
+    info.t_scale = scale
+    return info
 
 
 class BigainProcessor(WrappedProcessor):
@@ -286,7 +289,7 @@ class BigainProcessor(WrappedProcessor):
         plan = method.plan(AttnCall(hidden_states, metric, h, w, self.index, info))
         rec = getattr(loc, "recorder", None)
         if rec is not None:
-            emit(rec, self.target.name, info.t, h, w, n, plan, method.label())
+            emit(rec, self.target.name, info.timestep, h, w, n, plan, method.label())
         if plan.kv is None and plan.unmerge is None:
             return self.original(attn, hidden_states, **kw)
         if plan.kv is not None:

@@ -5,8 +5,6 @@ Runs on the shipped embedded digits models, few steps, two methods; no network, 
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import gradio as gr
@@ -102,7 +100,7 @@ def test_learn_and_benchmarks(digit: str) -> None:
         (lambda d: app.generate("digits-dit", "eleven", TWO, steps=STEPS, progress=_quiet), "unknown class"),
         (lambda d: app.generate("digits-dit", "3", ["tome"], ratio_tome=0.95, progress=_quiet), "ratio"),
         (lambda d: app.generate("digits-dit", "3", ["iekvd"], factor=9, progress=_quiet), "factor"),
-        (lambda d: app.generate("digits-dit", "3", ["sito"], progress=_quiet), "unknown method"),
+        (lambda d: app.generate("digits-dit", "3", ["nope"], progress=_quiet), "unknown method"),
         (lambda d: app.generate("digits-dit", "3", TWO, seed=-1, progress=_quiet), "seed"),
         (lambda d: app.generate("digits-dit", "3", TWO, steps=5000, progress=_quiet), "steps"),
         (lambda d: app.generate("digits-dit", "3", TWO, rounds=0, progress=_quiet), "timing rounds"),
@@ -148,22 +146,11 @@ def test_unavailable_hub_model_is_a_readable_error(monkeypatch: pytest.MonkeyPat
 # ---- the launched app, through gradio_client ---------------------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
-def client() -> Iterator[object]:
+def client(app_url: str) -> object:
     from gradio_client import Client
 
-    _, url, _ = app.launch(app.demo, prevent_thread_lock=True, server_name="127.0.0.1", server_port=_free_port(),
-                           quiet=True)  # fmt: skip
-    try:
-        yield Client(url, verbose=False)
-    finally:
-        app.demo.close()
+    return Client(app_url, verbose=False)  # app_url: the app launched by tests/conftest.py
 
 
 def test_api_generate(client) -> None:

@@ -11,7 +11,8 @@ import torch
 from diffusers import DiTTransformer2DModel, UNet2DConditionModel
 
 import bigain
-from bigain import bench
+from bigain import bench, timing, zoo
+from bigain.bench import common, models, ops, report, speed, variants
 from bigain.methods import LGTM
 
 
@@ -21,15 +22,13 @@ def _no_git_process(monkeypatch) -> None:
     monkeypatch.setenv("BIGAIN_BENCH_GIT", "0")
 
 
-def meta_model(name: str) -> torch.nn.Module:
-    spec = bench.model_spec(name)
-    cls = UNet2DConditionModel if spec.family == "unet" else DiTTransformer2DModel
-    with torch.device("meta"):
-        return bench._construct(cls, spec.config)
+def meta_model(name: str, width: int = 1) -> torch.nn.Module:
+    return zoo.build(models.model_arch(name), device="meta", seed=None, width=width)[0]
 
 
 def test_sd2_config_is_the_published_unet() -> None:
     unet = meta_model("sd2-base")
+    assert isinstance(unet, UNet2DConditionModel)
     assert sum(p.numel() for p in unet.parameters()) == 865_910_724  # stabilityai/stable-diffusion-2-base
     heads = [b.attn1.heads for b in unet.modules() if type(b).__name__ == "BasicTransformerBlock"]
     assert heads[:2] == [5, 5] and max(heads) == 20 and len(heads) == 16
@@ -38,6 +37,7 @@ def test_sd2_config_is_the_published_unet() -> None:
 @pytest.mark.parametrize(("name", "size"), [("dit-xl-2-256", 32), ("dit-xl-2-512", 64)])
 def test_dit_config_is_dit_xl_2(name: str, size: int) -> None:
     dit = meta_model(name)
+    assert isinstance(dit, DiTTransformer2DModel)
     assert len(dit.transformer_blocks) == 28 and dit.config.sample_size == size
     attn = dit.transformer_blocks[0].attn1
     assert attn.heads == 16 and attn.inner_dim == 16 * 72 and dit.config.patch_size == 2
@@ -46,52 +46,54 @@ def test_dit_config_is_dit_xl_2(name: str, size: int) -> None:
 
 def test_bad_arguments_are_clear() -> None:
     with pytest.raises(ValueError, match="unknown benchmark model"):
-        bench.model_spec("sd9")
+        models.model_arch("sd9")
     with pytest.raises(ValueError, match="--dtype"):
-        bench._parse_dtype("fp8")
-    spec = bench.model_spec("dit-xl-2-256")
+        common.parse_dtype("fp8")
+    spec = models.model_arch("dit-xl-2-256")
     with pytest.raises(ValueError, match="fixed resolution"):
-        bench.make_inputs(spec, meta_model("dit-xl-2-256"), 512, 1, torch.device("cpu"), torch.float32, 0)
+        models.make_inputs(spec, meta_model("dit-xl-2-256"), 512, 1, torch.device("cpu"), torch.float32, 0)
     with pytest.raises(ValueError, match="square"):
-        bench._ops_cases(1, 50, 8, 0.5, torch.device("cpu"), torch.float32, 0)
+        ops.ops_cases(1, 50, 8, 0.5, torch.device("cpu"), torch.float32, 0)
+    with pytest.raises(ValueError, match="--layers"):
+        models.with_layers(models.model_arch("sd2-base"), 1)
     with pytest.raises(ValueError, match="fp16 is for CUDA"):
         bench.main(["speed", "--model", "digits-dit", "--random-weights", "--dtype", "fp16", "--device", "cpu"])
 
 
 def test_inputs_have_the_model_shapes() -> None:
-    spec = bench.model_spec("sd2-base")
+    spec = models.model_arch("sd2-base")
     unet = meta_model("sd2-base")
-    x = bench.make_inputs(spec, unet, 768, 2, torch.device("cpu"), torch.float32, 0)
-    assert (
-        x["sample"].shape == (2, 4, 96, 96) and x["enc"].shape == (2, 77, 1024) and x["timestep"].tolist() == [500, 500]
-    )
+    x = models.make_inputs(spec, unet, 768, 2, torch.device("cpu"), torch.float32, 0)
+    enc = x["cond"]["encoder_hidden_states"]
+    assert x["sample"].shape == (2, 4, 96, 96) and enc.shape == (2, 77, 1024) and x["timestep"].tolist() == [500, 500]
 
 
 def test_variants_paths_and_tomesd_reference() -> None:
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    v = bench.build_variants(["tome:ratio=0.7", "lgtm:ratio=0.7", "todo", "iekvd"], "unet", cpu, "both", True)
+    v = variants.build_variants(["tome:ratio=0.7", "lgtm:ratio=0.7", "todo", "iekvd"], cpu, "both", True)
     assert v[0].label == "Baseline" and {x.path for x in v} == {"torch", "tomesd"}
     assert [x.ratio for x in v if x.method is None] == [0.7]
-    g = bench.build_variants(
-        ["baseline", "tome:ratio=0.5", "todo", "iekvd", "tomesd:ratio=0.3"], "unet", cuda, "both", True
-    )
+    g = variants.build_variants(["baseline", "tome:ratio=0.5", "todo", "iekvd", "tomesd:ratio=0.3"], cuda, "both", True)
     paths = [(x.name, x.path) for x in g]
     assert ("tome", "triton") in paths and ("iekvd", "triton") in paths and ("todo", "triton") not in paths
     assert ("baseline", "triton") not in paths and [x.ratio for x in g if x.method is None] == [0.3, 0.5]
-    d = bench.build_variants(["lgtm:ratio=0.7"], "dit", cpu, "both", True)
-    assert all(x.method is not None for x in d)  # tomesd does not patch DiT's paper blocks
+    dit = meta_model("dit-xl-2-256")
+    assert not models.tomesd_supported(dit)  # tomesd does not patch DiT's paper blocks
+    d = variants.build_variants(["lgtm:ratio=0.7"], cpu, "both", models.tomesd_supported(dit))
+    assert all(x.method is not None for x in d)
+    assert models.tomesd_level(meta_model("sd2-base")) == 1 and models.tomesd_level(meta_model("sdxl-base")) == 2
 
 
 def test_interleaving_rotates_and_skips_warmup() -> None:
-    vs = [bench.Variant(k, k, bigain.Baseline(), "torch") for k in "abc"]
+    vs = [variants.Variant(k, k, bigain.Baseline(), "torch") for k in "abc"]
     seen: list[str] = []
-    times = bench.time_interleaved(vs, lambda v: seen.append(v.key), torch.device("cpu"), rounds=3, warmup=1)
+    times = timing.time_interleaved(vs, lambda v: seen.append(v.key), torch.device("cpu"), rounds=3, warmup=1)
     assert seen == list("abc" + "bca" + "cab" + "abc")
     assert all(len(t) == 3 for t in times.values())
 
 
 def test_summary_pairs_rounds() -> None:
-    s = bench._summary([1.0, 2.0, 1.0], [2.0, 2.0, 3.0])
+    s = timing.paired_summary([1.0, 2.0, 1.0], [2.0, 2.0, 3.0])
     assert s["speedup"] == 2.0 and s["speedup_min"] == 2.0 and s["min_s"] == 1.0 and s["median_s"] == 1.0
 
 
@@ -99,9 +101,11 @@ def test_attention_clock_measures_the_compressed_layers(unet, unet_inputs) -> No
     x, t, enc = unet_inputs
     bigain.apply(unet, bigain.Baseline())
     blocks = bigain.compressed_blocks(unet, LGTM())
-    clock = bench.AttnClock(unet, blocks, torch.device("cpu"))
+    clock = models.attn_clock(unet, blocks, torch.device("cpu"))
     for _ in range(2):
-        clock.run(lambda: bench.denoiser_call(unet, {"sample": x, "timestep": t, "enc": enc}))
+        clock.run(
+            lambda: models.denoiser_call(unet, {"sample": x, "timestep": t, "cond": {"encoder_hidden_states": enc}})
+        )
     prof = clock.summary(skip=0)
     assert 0 < prof["share"] < 1 and prof["ceiling"] == pytest.approx(1 / (1 - prof["share"]))
     assert prof["blocks"] == blocks and prof["rounds"] == 2
@@ -111,7 +115,7 @@ def test_attention_clock_measures_the_compressed_layers(unet, unet_inputs) -> No
 def test_same_processor_for_every_attention(unet) -> None:
     from diffusers.models.attention_processor import Attention, AttnProcessor
 
-    bench.set_attention(unet, "vanilla")
+    models.set_attention(unet, "vanilla")
     assert all(isinstance(m.processor, AttnProcessor) for m in unet.modules() if isinstance(m, Attention))
 
 
@@ -162,68 +166,68 @@ def test_eval_rows_feed_the_accuracy_plot(tmp_path) -> None:
     (tmp_path / "eval" / "results.json").write_text(json.dumps({"rows": rows}))
     digits = {"model": "d", "classification": {"methods": {"lgtm-0.7": {"method": "L-GTM r=0.7", "acc": 70.0}}}}
     (tmp_path / "eval" / "d.json").write_text(json.dumps(digits))
-    found = bench.eval_rows(tmp_path / "eval")
+    found = report.eval_rows(tmp_path / "eval")
     assert found == [{"model": "d", "method": "L-GTM r=0.7", "acc": 70.0}, *rows]
     setting = {"res": 16, "batch": 2, "results": [{"label": "ToMe r=0.5 [torch]", "speedup": 1.2}]}
     speed = {"kind": "speed", "model": "m", "device_name": "cpu", "settings": [setting]}
-    assert bench.plot_accuracy([speed], found, tmp_path / "acc.png") == tmp_path / "acc.png"
-    assert bench.plot_accuracy([{**speed, "model": "other"}], found, tmp_path / "none.png") is None  # models differ
-    assert bench.plot_accuracy([speed], [], tmp_path / "none.png") is None
+    assert report.plot_accuracy([speed], found, tmp_path / "acc.png") == tmp_path / "acc.png"
+    assert report.plot_accuracy([{**speed, "model": "other"}], found, tmp_path / "none.png") is None  # models differ
+    assert report.plot_accuracy([speed], [], tmp_path / "none.png") is None
 
 
 def test_tomesd_runs_on_its_own_copy_patched_once(unet, unet_inputs) -> None:
     """tomesd gets a copy of the plain model, patched once; bigain's model is never touched by it."""
     pytest.importorskip("tomesd")
     x, t, enc = unet_inputs
-    inputs = {"sample": x, "timestep": t, "enc": enc}
-    before = bench.denoiser_call(unet, inputs)
-    variants = bench.build_variants(["tome:ratio=0.5"], "unet", torch.device("cpu"), "off", True)
-    dn = bench.Denoisers(unet, variants)
-    (ts,) = [v for v in variants if v.method is None]
+    inputs = {"sample": x, "timestep": t, "cond": {"encoder_hidden_states": enc}}
+    before = models.denoiser_call(unet, inputs)
+    vs = variants.build_variants(["tome:ratio=0.5"], torch.device("cpu"), "off", models.tomesd_supported(unet))
+    dn = variants.Denoisers(unet, vs)
+    (ts,) = [v for v in vs if v.method is None]
     twin = dn.model(ts)
     assert twin is not unet and bigain.is_patched(unet) and not bigain.is_patched(twin)
     assert hasattr(twin, "_tome_info") and not hasattr(unet, "_tome_info")
-    for v in variants:  # select: untimed, and switching never re-patches anything
+    for v in vs:  # select: untimed, and switching never re-patches anything
         dn.select(v, 0)
-    assert not torch.equal(bench.denoiser_call(twin, inputs), before)
-    dn.select(variants[0], 0)
-    assert torch.equal(bench.denoiser_call(unet, inputs), before)  # the patched baseline is the plain model
+    assert not torch.equal(models.denoiser_call(twin, inputs), before)
+    dn.select(vs[0], 0)
+    assert torch.equal(models.denoiser_call(unet, inputs), before)  # the patched baseline is the plain model
     with pytest.raises(RuntimeError, match="before bigain patches"):
-        bench.tomesd_copy(unet, ts)
+        variants.tomesd_copy(unet, ts)
 
 
 def test_setup_runs_outside_the_timed_region() -> None:
-    vs = [bench.Variant(k, k, bigain.Baseline(), "torch") for k in "ab"]
+    vs = [variants.Variant(k, k, bigain.Baseline(), "torch") for k in "ab"]
     events: list[str] = []
-    bench.time_interleaved(
+    timing.time_interleaved(
         vs, lambda v: events.append("run " + v.key), torch.device("cpu"), 1, 0, lambda v: events.append("set " + v.key)
     )
     assert events == ["set a", "run a", "set b", "run b"]
 
 
 def test_regimes_and_narrow_configs() -> None:
-    assert bench.parse_regimes(["512x2", "1024X1"]) == [(512, 2), (1024, 1)]
+    assert speed.parse_regimes(["512x2", "1024X1"]) == [(512, 2), (1024, 1)]
     with pytest.raises(ValueError, match="RESxBATCH"):
-        bench.parse_regimes(["512"])
-    sd2 = bench.narrow(bench.model_spec("sd2-base"), 8)
+        speed.parse_regimes(["512"])
+    sd2 = models.narrow(models.model_arch("sd2-base"), 8)
     assert sd2.config["block_out_channels"] == [40, 80, 160, 160] and sd2.config["cross_attention_dim"] == 128
     assert sd2.config["norm_num_groups"] == 8 and sd2.config["attention_head_dim"] == [5, 10, 20, 20]
-    assert bench.narrow(bench.model_spec("dit-xl-2-512"), 8).config["attention_head_dim"] == 9
+    assert models.narrow(models.model_arch("dit-xl-2-512"), 8).config["attention_head_dim"] == 9
     with pytest.raises(ValueError, match="width-scale"):
-        bench.narrow(bench.model_spec("sd2-base"), 3)
+        models.narrow(models.model_arch("sd2-base"), 3)
 
 
 def test_compile_variants_run_once_on_the_torch_path() -> None:
-    v = bench.build_variants(["lgtm:ratio=0.7", "todo"], "unet", torch.device("cuda"), "both", False)
+    v = variants.build_variants(["lgtm:ratio=0.7", "todo"], torch.device("cuda"), "both", False)
     assert [(x.name, x.path) for x in v] == [
         ("baseline", "torch"),
         ("lgtm", "torch"),
         ("lgtm", "triton"),
         ("todo", "torch"),
     ]
-    c = bench.mode_variants(v, "compile")
+    c = variants.mode_variants(v, "compile")
     assert [(x.name, x.path) for x in c] == [("baseline", "torch"), ("lgtm", "torch"), ("todo", "torch")]
-    assert bench.mode_variants(v, "cudagraph") == v
+    assert variants.mode_variants(v, "cudagraph") == v
 
 
 @pytest.mark.parametrize(
@@ -288,3 +292,88 @@ def test_a_mode_that_cannot_run_is_recorded_not_raised(tmp_path, monkeypatch) ->
     report = tmp_path / "B.md"
     assert bench.main(["report", str(tmp_path), "--md", str(report), "--eval", str(tmp_path / "none")]) == 0
     assert "| compile |" in report.read_text() and "fails (see table)" in report.read_text()
+
+
+# ---- the new backbones: SDXL, SD3, Flux (narrow, on the CPU) -------------------------------------------
+
+NEW = {  # model → (speed/count options: narrow, few layers, small latent; compressed layers; tokens per layer)
+    "sdxl-base": (["--width-scale", "16", "--res", "128"], 10, 64),  # level 2 (8×8): down 2×2 + up 3×2 layers
+    "sd3-medium": (["--width-scale", "8", "--layers", "2", "--res", "64"], 2, 16),
+    "flux-schnell": (["--width-scale", "4", "--layers", "1", "--res", "64"], 2, 16),
+}
+
+
+def test_new_models_build_narrow_and_shallow() -> None:
+    xl = meta_model("sdxl-base", width=16)
+    assert list(xl.config.block_out_channels) == [20, 40, 80] and xl.config.cross_attention_dim == 128
+    assert len(xl.down_blocks[2].attentions[0].transformer_blocks) == 10  # depth kept
+    sd3 = zoo.build(models.with_layers(models.model_arch("sd3-medium"), 1), device="meta", seed=None, width=8)[0]
+    assert len(sd3.transformer_blocks) == 1 and sd3.transformer_blocks[0].attn.heads == 24
+    assert sd3.config.attention_head_dim == 8 and sd3.config.joint_attention_dim == 512
+    flux = zoo.build(models.with_layers(models.model_arch("flux-schnell"), 1), device="meta", seed=None)[0]
+    assert len(flux.transformer_blocks) == 1 and len(flux.single_transformer_blocks) == 1
+    assert flux.config.attention_head_dim == 128 and models.all_blocks(flux) == (0, 1)  # full width
+    assert not models.tomesd_supported(sd3) and not models.tomesd_supported(flux)
+
+
+@pytest.mark.parametrize("model", list(NEW))
+def test_count_runs_on_the_new_backbones(tmp_path, model: str) -> None:
+    opts, layers, _ = NEW[model]
+    out = tmp_path / f"count-{model}"
+    methods = ["tome:ratio=0.5", "lgtm:ratio=0.7", "todo", "iekvd", "lgtm:ratio=0.7;reuse=steps"]
+    rc = bench.main(["count", "--model", model, *opts, "--methods", *methods, "--threads", "1", "--out", str(out)])
+    res = json.loads(out.with_suffix(".json").read_text())
+    assert rc == (0 if res["all_met"] else 1) and res["kind"] == "count" and res["plain"]["syncs"] == 0
+    rows = {(r["spec"], r["call"]): r for r in res["rows"]}
+    base = rows[("baseline", "matching")]
+    assert base["aten"] == 0 and base["kernels"] == 0  # Flux's t / 1000 is rescaled only where a method reads it
+    assert all(r["syncs"] == 0 and r["h2d"] == 0 for r in res["rows"])
+    assert rows[("tome:ratio=0.5", "matching")]["layers"] == layers and rows[("tome:ratio=0.5", "matching")]["aten"] > 0
+    reuse = rows[("lgtm:ratio=0.7;reuse=steps", "reuse")]
+    assert reuse["aten"] < rows[("lgtm:ratio=0.7;reuse=steps", "matching")]["aten"]
+    assert res["provenance"]["command"].startswith("python -m bigain.bench count")
+    tomesd = [r for r in res["rows"] if r["method"] == "tomesd"]
+    if model == "sdxl-base" and models.tomesd_available():  # at max_downsample 2: SDXL's finest attention level
+        assert [r["spec"] for r in tomesd] == ["tomesd:ratio=0.5", "tomesd:ratio=0.7"] and tomesd[0]["aten"] > 0
+    elif model != "sdxl-base":
+        assert tomesd == []
+
+
+@pytest.mark.parametrize("model", list(NEW))
+def test_tiny_speed_runs_every_method_on_the_new_backbones(tmp_path, model: str) -> None:
+    opts, layers, tokens = NEW[model]
+    out = tmp_path / f"speed-{model}"
+    args = ["speed", "--model", model, "--random-weights", *opts, "--batch", "1", "--rounds", "1", "--warmup", "0"]
+    args += ["--no-flops", "--no-count", "--threads", "1", "--out", str(out)]
+    assert bench.main(args) == 0
+    (setting,) = json.loads(out.with_suffix(".json").read_text())["settings"]
+    got = {r["method"] for r in setting["results"] if r["speedup"] is not None}
+    assert {"baseline", "tome", "lgtm", "todo", "iekvd"} <= got and not [
+        r for r in setting["results"] if r.get("error")
+    ]
+    assert setting["tokens"] == tokens
+    (prof,) = setting["profiles"].values()
+    assert len(prof["blocks"]) == layers and 0 < prof["share"] < 1
+
+
+@pytest.mark.parametrize("model", ["sd3-medium", "flux-schnell"])
+def test_layer_job_on_one_joint_block(tmp_path, model: str) -> None:
+    out = tmp_path / f"layer-{model}"
+    args = ["speed", "--model", model, "--random-weights", "--width-scale", "8" if model == "sd3-medium" else "4"]
+    args += ["--layers", "1", "--res", "64", "--batch", "1", "--job", "layer", "--rounds", "1", "--warmup", "0"]
+    args += ["--layer-index", "0", "1"] if model == "flux-schnell" else []
+    assert bench.main([*args, "--no-flops", "--threads", "1", "--out", str(out)]) == 0
+    settings = json.loads(out.with_suffix(".json").read_text())["settings"]
+    names = [s["layer"] for s in settings]
+    assert names == (
+        ["transformer_blocks.0", "single_transformer_blocks.0"] if model == "flux-schnell" else ["transformer_blocks.0"]
+    )
+    for s in settings:
+        assert s["tokens"] == 16 and [r["method"] for r in s["results"]] == [
+            "baseline",
+            "tome",
+            "lgtm",
+            "todo",
+            "iekvd",
+        ]
+    assert "one compressed layer alone" in out.with_suffix(".md").read_text()

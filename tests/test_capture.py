@@ -286,7 +286,9 @@ def test_apply_inside_an_auto_patching_compress_survives_its_exit(unet) -> None:
 
 def test_apply_with_a_bad_method_says_so(unet) -> None:
     with pytest.raises(TypeError, match="expected a bigain Method"):
-        bigain.apply(unet, "lgtm")
+        bigain.apply(unet, 3)
+    with pytest.raises(ValueError, match="unknown method 'lgtmx'"):  # a spec string is parsed first
+        bigain.apply(unet, "lgtmx")
     assert not bigain.is_patched(unet)
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import threading
 
 import pytest
 import tomesd
@@ -12,7 +11,7 @@ import torch
 import bigain
 from bigain.flops import count_flops
 from bigain.methods import IEKVD, LGTM, Baseline, ToDo, ToMe
-from tests.conftest import tiny_dit, tiny_unet
+from tests.conftest import run_in_threads, tiny_dit, tiny_unet
 
 ALL = [ToMe(ratio=0.5), LGTM(), LGTM(dst="laplacian-code"), ToDo(), IEKVD(), IEKVD(alpha=0.8, alpha_end=1.2)]
 
@@ -239,31 +238,23 @@ def test_pipeline_objects_and_method_switching(unet, unet_inputs) -> None:
     bigain.remove(pipe)
 
 
-def test_threads_with_different_methods_do_not_interfere(unet, unet_inputs) -> None:
+def test_compress_contexts_in_concurrent_threads_each_use_their_own_method(unet, unet_inputs) -> None:
+    """The patch level: one patched U-Net shared by threads, each inside its own ``bigain.compress``
+    context; the active method is per thread, so every forward pass equals the same method run alone."""
     methods = [ToMe(ratio=0.7, use_rand=False), IEKVD(), Baseline(), LGTM()]
     bigain.apply(unet, Baseline())
     expected = {}
     for m in methods:
         with bigain.compress(unet, m):
             expected[m] = run_unet(unet, unet_inputs)
-    results: dict = {}
-    errors: list = []
 
-    def work(m) -> None:
-        try:
-            for _ in range(3):
-                with bigain.compress(unet, m):
-                    results.setdefault(m, []).append(run_unet(unet, unet_inputs))
-        except Exception as e:  # pragma: no cover - surfaced below
-            errors.append(e)
+    def work(m):
+        with bigain.compress(unet, m):
+            return run_unet(unet, unet_inputs)
 
-    threads = [threading.Thread(target=work, args=(m,)) for m in methods]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert not errors
+    results = run_in_threads(work, methods, repeats=3)  # re-raises any thread's error
     for m in methods:
+        assert len(results[m]) == 3
         for out in results[m]:
             torch.testing.assert_close(out, expected[m], rtol=0, atol=1e-6)
 

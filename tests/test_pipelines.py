@@ -3,8 +3,6 @@ pipelines: determinism, same noise for every method, records, threads, the §F p
 
 from __future__ import annotations
 
-import threading
-
 import numpy as np
 import pytest
 import torch
@@ -14,6 +12,7 @@ from bigain import digits
 from bigain.models import load_model
 from bigain.pipelines import ClassificationResult, GenerationResult, Protocol, classify, generate
 from bigain.pipelines.generate import initial_noise
+from tests.conftest import run_in_threads
 from tests.test_models import tiny_dit, tiny_sd  # noqa: F401  (session fixtures)
 
 torch.set_num_threads(1)
@@ -89,22 +88,16 @@ def test_generate_progress_and_errors(dit) -> None:
         generate(dit, 1, sampler="heun")
 
 
-def test_threads_with_different_methods_do_not_interfere(dit) -> None:
+def test_concurrent_generate_calls_with_different_methods_match_sequential_ones(dit) -> None:
+    """The pipeline level: ``generate`` calls on one shared loaded model from several threads at once
+    (each applying its own method, seeding, sampling) give exactly the images of the same calls one by one."""
     specs = ["baseline", "tome:ratio=0.7", "iekvd:alpha=0.8;alpha_end=1.2", "lgtm:ratio=0.5"]
     alone = {s: generate(dit, 4, seed=1, steps=3, method=s).array for s in specs}
-    out: dict[str, np.ndarray] = {}
-
-    def work(s: str) -> None:
-        for _ in range(2):
-            out[s] = generate(dit, 4, seed=1, steps=3, method=s).array
-
-    threads = [threading.Thread(target=work, args=(s,)) for s in specs]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    results = run_in_threads(lambda s: generate(dit, 4, seed=1, steps=3, method=s).array, specs, repeats=2)
     for s in specs:
-        assert np.array_equal(out[s], alone[s]), s
+        assert len(results[s]) == 2
+        for out in results[s]:
+            assert np.array_equal(out, alone[s]), s
 
 
 def test_euler_sampler_on_digits(dit) -> None:

@@ -3,9 +3,9 @@ tensors), and the dispatcher's rules: CUDA only, opt-out by env, lazy import, dr
 
 The interpreter flag must be set before triton itself is imported (triton's own library
 functions are decorated at import), and the rest of the test session imports triton through
-diffusers. So the kernel tests here are skipped in the normal run and executed by
-``test_kernels_under_the_interpreter``, which runs this file in a subprocess with the flag set.
-``TRITON_INTERPRET=1 pytest tests/test_triton.py`` runs them directly."""
+diffusers. So the kernel cases here carry the ``triton_interpreter`` marker: the normal run drops
+them at collection (tests/conftest.py) and ``test_kernels_under_the_interpreter`` runs them all in
+a subprocess with the flag set. ``TRITON_INTERPRET=1 pytest tests/test_triton.py`` runs them directly."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import importlib
 import os
 import subprocess
 import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
@@ -27,9 +29,7 @@ from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
 pytest.importorskip("triton")
 KERNELS = "bigain.ops.triton.kernels"
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
-interp = pytest.mark.skipif(
-    not INTERP, reason="runs in the TRITON_INTERPRET=1 subprocess of test_kernels_under_the_interpreter"
-)
+interp = pytest.mark.triton_interpreter  # collected only under TRITON_INTERPRET=1 (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +38,21 @@ def k() -> ModuleType:
 
 
 @pytest.mark.skipif(INTERP, reason="already inside the interpreter run")
-def test_kernels_under_the_interpreter() -> None:
+def test_kernels_under_the_interpreter(tmp_path: Path, deselected_kernel_cases: list[str]) -> None:
+    """Every kernel case of this file, in a TRITON_INTERPRET=1 subprocess: all collected, all passed."""
+    report = tmp_path / "kernels.xml"
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", __file__]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", "triton_interpreter",
+           f"--junitxml={report}", __file__]  # fmt: skip
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, check=False)
     assert out.returncode == 0, out.stdout[-6000:] + out.stderr[-2000:]
-    summary = out.stdout.strip().splitlines()[-1]
-    assert " passed" in summary and "1 skipped" in summary, summary  # only this test skips itself there
+    outcomes = {
+        case.get("name"): next((child.tag for child in case if child.tag in ("failure", "error", "skipped")), "passed")
+        for case in ET.parse(report).getroot().iter("testcase")
+    }
+    assert outcomes and set(outcomes.values()) == {"passed"}, outcomes
+    # the cases this run dropped at collection are exactly ones the interpreter ran and passed
+    assert set(deselected_kernel_cases) <= set(outcomes), set(deselected_kernel_cases) - set(outcomes)
 
 
 def tokens(b: int, n: int, c: int, seed: int = 0, dtype: torch.dtype = torch.float32) -> torch.Tensor:

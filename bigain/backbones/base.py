@@ -99,11 +99,9 @@ class Backbone:
 
     def timestep(self, args: tuple, kwargs: dict[str, Any]) -> Any:
         t = kwargs.get("timestep", args[self.timestep_arg] if len(args) > self.timestep_arg else None)
-        if t is not None and self.timestep_scale != 1 and isinstance(t, torch.Tensor):
-            return t * self.timestep_scale
         if t is not None and self.timestep_scale != 1 and isinstance(t, (int, float)):
             return t * self.timestep_scale
-        return t
+        return t  # a tensor stays as it is: CallInfo.timestep scales it only where a method reads it
 
     def describe(self) -> str:
         return f"{self.name} ({type(self.model).__name__}, {len(self.targets)} attention blocks)"

@@ -260,7 +260,7 @@ class JointProcessor(WrappedProcessor):
             img_out = unmerge(img_out)
         rec = getattr(self.state.local, "recorder", None)
         if rec is not None:
-            emit(rec, self.target.name, info.t, h, w, n_img, plan, method.label())
+            emit(rec, self.target.name, info.timestep, h, w, n_img, plan, method.label())
         if kind == "flux-single":
             return torch.cat([txt_out, img_out], dim=1)
         img_out = attn.to_out[1](attn.to_out[0](img_out))

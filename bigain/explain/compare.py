@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from bigain import viz
+from bigain import timing, viz
 from bigain.errors import BadInput
 from bigain.methods import Baseline, Method, make_method, method_class
 
@@ -99,8 +99,7 @@ def _rounds(runs: Sequence[Method], rounds: int) -> list[tuple[int, Method]]:
     from round to round so that drift and machine load hit every method alike."""
     if not isinstance(rounds, int) or not 1 <= rounds <= MAX_ROUNDS:
         raise BadInput(f"timing rounds must be an integer in [1, {MAX_ROUNDS}], got {rounds!r}")
-    n = len(runs)
-    return [(r, runs[(r + k) % n]) for r in range(rounds) for k in range(n)]
+    return timing.rotating_rounds(runs, rounds)
 
 
 MAX_ROUNDS = 10

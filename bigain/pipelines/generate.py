@@ -24,6 +24,7 @@ from bigain.methods import Baseline, Method, parse_method
 from bigain.models import LoadedModel, cat, load_model
 from bigain.record import Recorder
 from bigain.record import record as record_events
+from bigain.timing import sync
 
 Progress = Callable[[float, str], None]
 #: seeds are non-negative 63-bit integers (what torch.Generator.manual_seed takes on every platform)
@@ -64,12 +65,6 @@ def resolve_method(method: Method | str | None) -> Method:
     if isinstance(method, Method):
         return method
     raise BadType(f"method must be a bigain Method, a spec string or None, got {type(method).__name__}")
-
-
-def sync(device: torch.device) -> None:
-    """Wait for queued CUDA work, so wall-clock timings cover it (no-op elsewhere)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 class Timer:
