@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 import torch
 
 from bigain.errors import BadInput, BadType
-from bigain.ops import triton as fused  # torch ops, or fused kernels for CUDA tensors
+from bigain.ops import fused  # torch ops, or fused kernels for CUDA tensors
 from bigain.ops.kv import alpha_at, alpha_weight
 from bigain.ops.kv_select import select_kv_index
 from bigain.ops.laplacian import laplacian_score
@@ -39,6 +39,8 @@ PAPER_DIT_BLOCKS: tuple[int, ...] = (1, 2, 3, 4, 5, 7, 8, 9, 10, 11)
 MAX_DOWNSAMPLES = (1, 2, 4, 8)
 MAX_FACTOR = 8
 REUSE = ("off", "call", "steps")
+#: a call that applies kept merge assignments (reuse="steps") instead of matching
+REUSE_BUDGET = (12, 6)
 DST = ("laplacian", "laplacian-code")
 
 
@@ -190,6 +192,10 @@ class Method:
     title: ClassVar[str] = "Method"
     compresses: ClassVar[bool] = True
     skips_final_step: ClassVar[bool] = False  # runs uncompressed at t = 0 (the host decides)
+    #: (ATen ops, kernel ops) one compressed layer may add over the unpatched model on a call that
+    #: computes its plan (None: no budget); host syncs and host-to-device copies: 0 for every method.
+    #: Checked by tests/test_capture.py and ``python -m bigain.bench count``.
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (None, None)
 
     max_downsample: int | None = param(
         None,
@@ -230,6 +236,10 @@ class Method:
         """Calls between two matchings when assignments are reused across steps (1: every call)."""
         return 1
 
+    def budget(self, call: str = "matching") -> tuple[int | None, int | None]:
+        """The op budget of a call that computes the plan ("matching") or reuses kept assignments ("reuse")."""
+        return REUSE_BUDGET if call == "reuse" else self.ops_budget
+
     def prepare(self, info: CallInfo) -> None:
         """Compute what every layer of this call shares into ``info.shared`` (default: nothing)."""
 
@@ -255,6 +265,7 @@ class Baseline(Method):
 
     name: ClassVar[str] = "baseline"
     title: ClassVar[str] = "Baseline"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (0, 0)  # exactly the unpatched model
     compresses: ClassVar[bool] = False
 
 
@@ -281,6 +292,7 @@ class ToMe(Method):
 
     name: ClassVar[str] = "tome"
     title: ClassVar[str] = "ToMe"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (42, 24)
 
     ratio: float = param(0.5, "Merge ratio", "fraction of tokens merged away (at most 1 − 1/(sx·sy))", lo=0, hi=0.98)
     sx: int = param(2, "Stride x", "cell width: one destination per sx×sy cell", lo=1, hi=8)
@@ -344,7 +356,7 @@ class ToMe(Method):
                 return hit, None
         order, scores = self.order(call)
         nd = grid_cells(call.h, call.w, self.sx, self.sy)
-        m = match(call.metric, order, nd[0] * nd[1], self.ratio)
+        m = match(call.metric, order, nd[0] * nd[1], self.ratio, best=fused.row_max)
         if self.reuse != "off":
             store[key] = m
         return m, scores
@@ -395,6 +407,7 @@ class LGTM(ToMe):
 
     name: ClassVar[str] = "lgtm"
     title: ClassVar[str] = "L-GTM"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (48, 28)  # every scorer of Table 8 fits it
 
     ratio: float = 0.7
     dst: str = param("laplacian", "Destination layout", "the paper, or the released code's 1×4 quirk", choices=DST)
@@ -433,6 +446,7 @@ class IEKVD(Method):
 
     name: ClassVar[str] = "iekvd"
     title: ClassVar[str] = "IE-KVD"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (10, None)
     skips_final_step: ClassVar[bool] = True
 
     factor: int = param(2, "KV stride", "keys/values from factor×factor cells", lo=2, hi=MAX_FACTOR)
@@ -441,6 +455,9 @@ class IEKVD(Method):
         None, "α at t = 0", "α goes linearly from `alpha` at t = 999 to this at t = 0 (None: constant)", lo=-2, hi=3,
         optional=True,
     )  # fmt: skip
+
+    def budget(self, call: str = "matching") -> tuple[int | None, int | None]:
+        return (12, None) if self.alpha_end is not None and call == "matching" else super().budget(call)
 
     def prepare(self, info: CallInfo) -> None:
         if self.alpha_end is None or info.t is None or info.final:
@@ -482,6 +499,7 @@ class ToDo(IEKVD):
 
     name: ClassVar[str] = "todo"
     title: ClassVar[str] = "ToDo"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (5, None)
 
     alpha: float = field(default=1.0, init=False)
     alpha_end: float | None = field(default=None, init=False)
@@ -502,6 +520,7 @@ class FreqKV(Method):
 
     name: ClassVar[str] = "freqkv"
     title: ClassVar[str] = "Freq-KV"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (12, 6)
     factor: int = param(2, "KV stride", "one key/value token per factor×factor cell", lo=2, hi=MAX_FACTOR)
     keep: str = param("high", "Keep", "the cell's highest- or lowest-frequency token", choices=("high", "low"))
 
@@ -540,6 +559,7 @@ class SiTo(Method):
 
     name: ClassVar[str] = "sito"
     title: ClassVar[str] = "SiTo"
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (64, 44)  # 21 kernels are its Gaussian noise
 
     ratio: float = param(0.5, "Prune ratio", "fraction of tokens pruned (at most the non-base tokens)", lo=0, hi=0.98)
     sx: int = param(2, "Stride x", "cell width: one base token per sx×sy cell", lo=1, hi=8)
@@ -554,7 +574,16 @@ class SiTo(Method):
     def _plan(self, call: AttnCall) -> SiToPlan:
         key = call.info.key if self.alpha != 0 else None
         return sito_plan(
-            call.metric, call.h, call.w, self.ratio, self.sx, self.sy, alpha=self.alpha, beta=self.beta, key=key
+            call.metric,
+            call.h,
+            call.w,
+            self.ratio,
+            self.sx,
+            self.sy,
+            alpha=self.alpha,
+            beta=self.beta,
+            key=key,
+            best=fused.row_max,
         )
 
     def plan(self, call: AttnCall) -> Plan:

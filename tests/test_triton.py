@@ -21,13 +21,13 @@ import pytest
 import torch
 
 from bigain.methods import IEKVD, LGTM, ToMe
-from bigain.ops import triton as fused
+from bigain.ops import fused
 from bigain.ops.kv import blend_downsample
 from bigain.ops.laplacian import laplacian_score
 from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
 
 pytest.importorskip("triton")
-KERNELS = "bigain.ops.triton.kernels"
+KERNELS = "bigain.ops._kernels"
 INTERP = os.environ.get("TRITON_INTERPRET") == "1"
 interp = pytest.mark.triton_interpreter  # collected only under TRITON_INTERPRET=1 (tests/conftest.py)
 
@@ -173,7 +173,18 @@ def test_dispatcher_rejects_bad_modes() -> None:
 @pytest.mark.parametrize(("value", "off"), [("", False), ("0", False), ("false", False), ("1", True), ("yes", True)])
 def test_disable_env(monkeypatch, value: str, off: bool) -> None:
     monkeypatch.setenv(fused.ENV_DISABLE, value)
-    assert fused.disabled() is off
+    assert fused.env_disabled() is off  # read once at import for the default
+
+
+def test_allow_switches_the_path_per_context() -> None:
+    before = fused.disabled()
+    with fused.allow(False):
+        assert fused.disabled()
+        with fused.allow(True):
+            assert not fused.disabled()
+        fused.set_allowed(True)  # inside a block: undone when the block ends
+        assert not fused.disabled()
+    assert fused.disabled() is before
 
 
 def test_driver_failure_falls_back_to_torch_once(monkeypatch) -> None:
@@ -206,8 +217,8 @@ def test_importing_bigain_never_imports_the_kernels() -> None:
     code = (
         "import sys, torch, bigain, bigain.bench\n"
         "m = bigain.LGTM(); x = torch.randn(2, 64, 8)\n"
-        "from bigain.ops import triton as f; f.laplacian_slots(x, 8, 8, 2, 2)\n"
-        "print('bigain.ops.triton.kernels' in sys.modules)"
+        "from bigain.ops import fused as f; f.laplacian_slots(x, 8, 8, 2, 2)\n"
+        "print('bigain.ops._kernels' in sys.modules)"
     )
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True, timeout=120)

@@ -13,6 +13,7 @@ then single-stream); ``blocks=`` picks them, default the paper's DiT rule (1–5
 from __future__ import annotations
 
 import math
+import weakref
 from typing import Any
 
 import torch
@@ -96,7 +97,7 @@ class Flux(Backbone):
 
     def latent_hw(self, sample: torch.Tensor, kwargs: dict[str, Any]) -> tuple[int, int]:
         """Flux takes packed tokens (B, N, C): the grid is ``image_grid`` if set, else square."""
-        grid = getattr(self, "image_grid", None)
+        grid = getattr(self, "image_grid", None) or _GRIDS.get(self.model)
         if grid is not None:
             return grid
         n = int(sample.shape[1])
@@ -116,10 +117,7 @@ class Flux(Backbone):
     def call(net: nn.Module, x: torch.Tensor, t: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         b, c, hh, ww = x.shape
         h, w = hh // 2, ww // 2
-        from bigain import patch  # lazy: patch imports the adapters
-
-        if patch.is_patched(net):
-            patch.image_grid(net, h, w)
+        _GRIDS[getattr(net, "_orig_mod", net)] = (h, w)  # the packed tokens' grid, for latent_hw (a compiled net too)
         tokens = x.reshape(b, c, h, 2, w, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, h * w, 4 * c)
         text = cond["encoder_hidden_states"]
         img_ids, txt_ids = _ids(h, w, text.shape[1], x.device, x.dtype)
@@ -171,6 +169,8 @@ class Flux(Backbone):
 
 
 _IDS: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+#: Flux models called through :meth:`Flux.call` → the (h, w) grid of their last packed latent
+_GRIDS: weakref.WeakKeyDictionary[nn.Module, tuple[int, int]] = weakref.WeakKeyDictionary()
 
 
 def _ids(h: int, w: int, n_txt: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from bigain.ops import triton as fused
+from bigain.ops import fused
 from bigain.provenance import provenance, short_commit
 
 #: packages whose versions a benchmark result records (besides bigain, torch and diffusers)
@@ -82,23 +82,9 @@ def reason(e: BaseException) -> str:
 
 
 @contextmanager
-def kept_env(name: str) -> Iterator[None]:
-    """Restore the environment variable ``name`` (or its absence) when the block exits."""
-    old = os.environ.get(name)
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = old
-
-
-@contextmanager
 def triton_path(on: bool) -> Iterator[None]:
-    """Run the block with the fused kernels allowed (on) or forced off (BIGAIN_DISABLE_TRITON=1)."""
-    with kept_env(fused.ENV_DISABLE):
-        os.environ[fused.ENV_DISABLE] = "0" if on else "1"
+    """Run the block with the fused kernels allowed (on) or forced off."""
+    with fused.allow(on):
         yield
 
 

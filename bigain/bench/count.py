@@ -19,18 +19,6 @@ from bigain.bench.variants import tomesd_copy, tomesd_ratio, tomesd_variant
 from bigain.methods import Method, ToMe, parse_method
 from bigain.opcount import Counts, count_ops
 
-#: (ATen ops, kernel ops) a compressed layer may add over the unpatched model, on a call that
-#: computes the matching (issue "Compression that pays on the GPU"); None: no budget. Host syncs
-#: and host-to-device copies: 0 everywhere.
-BUDGETS: dict[str, tuple[int | None, int | None]] = {
-    "baseline": (0, 0),  # the patched baseline: exactly the unpatched model
-    "tome": (42, 24),
-    "lgtm": (48, 28),
-    "todo": (5, None),
-    "iekvd": (10, None),
-    "iekvd-schedule": (12, None),  # with the alpha → alpha_end schedule
-    "reuse": (12, 6),  # reuse="steps": a call that applies the kept assignments
-}
 DEFAULT_COUNT_METHODS = [
     "tome:ratio=0.5",
     "lgtm:ratio=0.7",
@@ -43,14 +31,8 @@ DEFAULT_COUNT_METHODS = [
 
 
 def budget_of(m: Method | None, call: str) -> tuple[int | None, int | None]:
-    """The issue's budget of a method's call ("matching" or "reuse"); (None, None) for tomesd."""
-    if m is None:
-        return None, None
-    if call == "reuse":
-        return BUDGETS["reuse"]
-    if m.name == "iekvd" and m.alpha_end is not None:  # type: ignore[attr-defined]
-        return BUDGETS["iekvd-schedule"]
-    return BUDGETS.get(m.name, (None, None))
+    """The method's declared budget for a call ("matching" or "reuse"); (None, None) for tomesd."""
+    return (None, None) if m is None else m.budget(call)
 
 
 def _count_row(

@@ -10,7 +10,7 @@ from typing import Any
 import torch
 
 from bigain.bench.common import command, environment, parse_device
-from bigain.ops import triton as fused
+from bigain.ops import fused
 
 
 def run_kernels(args: argparse.Namespace) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from bigain.bench.common import command, environment, log, parse_device, parse_d
 from bigain.bench.models import tomesd_available
 from bigain.bench.variants import Variant
 from bigain.methods import Baseline
-from bigain.ops import triton as fused
+from bigain.ops import fused
 from bigain.timing import time_interleaved
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from bigain.bench.count import BUDGETS
+from bigain.methods import IEKVD
 from bigain.timing import paired_ratio
 
 
@@ -590,7 +590,7 @@ def _budgets_markdown(counts: Sequence[dict[str, Any]]) -> list[str]:
         rows = res["rows"]
 
         def plain_iekvd(r: dict[str, Any]) -> bool:
-            return r["method"] == "iekvd" and r["budget_aten"] == BUDGETS["iekvd"][0] and r["call"] == "matching"
+            return r["method"] == "iekvd" and r["budget_aten"] == IEKVD().budget()[0] and r["call"] == "matching"
 
         reuse = [r for r in rows if r["call"] == "reuse"]
         reuse_cell = "n/a" if not reuse else " · ".join(f"{r['aten']:.1f} / {r['kernels']:.1f}" for r in reuse)
@@ -601,7 +601,7 @@ def _budgets_markdown(counts: Sequence[dict[str, Any]]) -> list[str]:
             f"{cell(res, lambda r: r['method'] == 'tome' and r['call'] == 'matching')} | "
             f"{cell(res, lambda r: r['method'] == 'lgtm' and r['call'] == 'matching')} | "
             f"{cell(res, lambda r: r['method'] == 'todo')} | {cell(res, plain_iekvd)} | "
-            f"{cell(res, lambda r: r['method'] == 'iekvd' and r['budget_aten'] == BUDGETS['iekvd-schedule'][0])} | "
+            f"{cell(res, lambda r: r['method'] == 'iekvd' and r['budget_aten'] == IEKVD(alpha_end=1.2).budget()[0])} | "
             f"{reuse_cell} | {cell(res, lambda r: r['method'] == 'tomesd')} | {syncs:g} | {_yes(res['all_met'])} |"
         )
     return lines

@@ -19,12 +19,12 @@ import torch
 
 from bigain import patch
 from bigain.bench import models
-from bigain.bench.common import command, count_call_flops, environment, kept_env, log, reason, setup, triton_path
+from bigain.bench.common import command, count_call_flops, environment, log, reason, setup, triton_path
 from bigain.bench.variants import Denoisers, Variant, build_variants, mode_variants
 from bigain.execution import MODES, check_mode
 from bigain.methods import Baseline, ToMe
 from bigain.opcount import count_ops
-from bigain.ops import triton as fused
+from bigain.ops import fused
 from bigain.timing import AttnClock, paired_summary, peak_memory, sync, time_interleaved
 
 #: untimed calls per variant before the timed rounds, by mode: compile needs a few, interleaved (a
@@ -109,7 +109,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     from bigain.bench.report import write_outputs
 
     cache: dict[tuple, Any] = {}  # FLOPs and op counts, shared by the modes of one setting
-    with kept_env(fused.ENV_DISABLE):
+    with fused.allow(not fused.disabled()):  # Denoisers.select switches the path per variant; restored after
         for mode in args.mode:
             for res, batch in regimes:
                 log(f"{args.model} {mode} {res}px batch {batch}: {len(variants)} variants × {args.rounds} rounds")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 from bigain import patch
 from bigain.execution import Executor
 from bigain.methods import Baseline, Method, parse_method
-from bigain.ops import triton as fused
+from bigain.ops import fused
 
 
 @dataclass
@@ -142,7 +141,7 @@ class Denoisers:
     def select(self, v: Variant, seed: int) -> None:
         """Make ``v`` the behaviour of its model for the next calls (untimed): the method, its seed
         (ToMe's random destinations; also restarts the cached-assignment schedule) and the path."""
-        os.environ[fused.ENV_DISABLE] = "0" if v.path == "triton" else "1"
+        fused.set_allowed(v.path == "triton")
         if v.method is not None:
             patch.apply(self.net, v.method)
             patch.seed(self.net, seed)

@@ -213,13 +213,17 @@ def bipartite_merge(metric: torch.Tensor, dst_idx: torch.Tensor, ratio: float) -
     return match(metric, split_order(dst_idx.to(metric.device), metric.shape[1]), dst_idx.shape[1], ratio)
 
 
-def match(metric: torch.Tensor, order: torch.Tensor, nd: int, ratio: float) -> Merge:
+RowMax = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+def match(metric: torch.Tensor, order: torch.Tensor, nd: int, ratio: float, best: RowMax | None = None) -> Merge:
     """Bipartite soft matching given the split ``order`` (B', N) (:func:`split_order`, Nd destinations last).
 
     The arithmetic is tomesd's (cosine = x / ‖x‖ per row, one src×dst product, the r sources
     with the highest best-similarity are merged), so the chosen pairs are the same; the
-    similarity product (N − Nd)·Nd·C is the irreducible cost."""
-    from bigain.ops import triton as fused  # lazy: the dispatcher imports this module
+    similarity product (N − Nd)·Nd·C is the irreducible cost. ``best``: the best-destination search
+    (default the torch :func:`row_max`; the methods pass the fused dispatcher's)."""
+    best = best or row_max
 
     b, n, _ = metric.shape
     dev = metric.device
@@ -227,7 +231,7 @@ def match(metric: torch.Tensor, order: torch.Tensor, nd: int, ratio: float) -> M
     r_req, r = merge_count(n, ratio, nd)
     u, m = ns - r, n - r
     unit = _rows(metric / metric.norm(dim=-1, keepdim=True), order)  # (B, N, C) unit rows, sources first
-    node_max, node_idx = fused.row_max(unit[:, :ns], unit[:, ns:])
+    node_max, node_idx = best(unit[:, :ns], unit[:, ns:])
     kept = node_max.topk(u, dim=-1, largest=False)[1]  # the u least similar sources stay
     # flat slot of every source: its destination's (u + j), or its rank among the kept
     slot = (node_idx + _offsets(b, m, 1, u, dev)).scatter_(1, kept, _offsets(b, m, u, 0, dev))
@@ -245,7 +249,6 @@ def _ones(k: int, like: torch.Tensor) -> torch.Tensor:
 
 def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For every row of a (B, Ns, C): the largest dot product with a row of d (B, Nd, C) and its index
-    (first on ties). The Triton path streams over d and never materialises the (B, Ns, Nd) matrix."""
-    from bigain.ops import triton as fused  # lazy: the dispatcher never imports triton for CPU tensors
-
-    return fused.row_max(a, d)
+    (first on ties): ``bmm`` + ``max``, values in a's dtype. :func:`bigain.ops.fused.row_max` streams over d
+    on CUDA instead and never materialises the (B, Ns, Nd) matrix."""
+    return tuple(torch.bmm(a, d.transpose(1, 2)).max(dim=-1))  # type: ignore[return-value]

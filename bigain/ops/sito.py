@@ -40,7 +40,17 @@ from dataclasses import dataclass
 
 import torch
 
-from bigain.ops.merge import _offsets, _row_starts, _rows, cell_positions, constant, grid_cells, row_max, slots_to_index
+from bigain.ops.merge import (
+    RowMax,
+    _offsets,
+    _row_starts,
+    _rows,
+    cell_positions,
+    constant,
+    grid_cells,
+    row_max,
+    slots_to_index,
+)
 from bigain.ops.rng import STRIDE, draw
 
 #: Defaults of SiTo's release (method doc §J): prune ratio, noise weight α, similarity weight β.
@@ -151,6 +161,7 @@ def sito_plan(
     beta: float = BETA,
     noise: torch.Tensor | None = None,
     key: torch.Tensor | None = None,
+    best: RowMax = row_max,
 ) -> SiToPlan:
     """SiTo's pruning plan for metric tokens (B, N, C) on an h×w grid (module docstring, steps 1–7).
 
@@ -177,12 +188,12 @@ def sito_plan(
         score = score.add_(noise, alpha=alpha)
     slots = score[:, cell_positions(h, w, sx, sy, dev)].argmax(-1)  # (B, Nb) highest score per cell
     base = slots_to_index(slots, h, w, sx, sy)
-    v = row_max(u, _rows(u, base))[0].scatter_(1, base, float("-inf"))  # (B, N), bases never pruned
+    v = best(u, _rows(u, base))[0].scatter_(1, base, float("-inf"))  # (B, N), bases never pruned
     order = v.sort(dim=1, descending=True, stable=True)[1]  # pruned first, then kept candidates, then bases
     ordered = _rows(u, order)
-    best = row_max(ordered[:, :p], ordered[:, p:])[1]  # (B, P) most similar kept token, in the kept layout
+    nearest = best(ordered[:, :p], ordered[:, p:])[1]  # (B, P) most similar kept token, in the kept layout
     k = n - p
-    slot = torch.cat([best + _row_starts(b, k, dev), _offsets(b, k, k, 0, dev)], dim=1)
+    slot = torch.cat([nearest + _row_starts(b, k, dev), _offsets(b, k, k, 0, dev)], dim=1)
     flat = torch.empty(b, n, dtype=torch.long, device=dev).scatter_(1, order, slot).view(-1)
     return SiToPlan(n=n, n_prune=p, n_prune_requested=p_req, order=order, base=base, flat=flat, score=score)
 

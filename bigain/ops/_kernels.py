@@ -1,4 +1,4 @@
-"""Triton kernels of the CUDA path. Import only through :mod:`bigain.ops.triton` (lazily).
+"""Triton kernels of the CUDA path. Import only through :mod:`bigain.ops.fused` (lazily).
 
 No autotuning (the autotuner asks for a driver when it is built, which fails on machines
 without a GPU); block sizes are fixed powers of two chosen from the shapes. Under

@@ -1,10 +1,12 @@
-"""Dispatcher for the fused Triton kernels of the CUDA path; the torch operators are the reference.
+"""Dispatcher between the torch operators (the reference) and the fused Triton kernels of the CUDA path.
 
 Each function here has the signature and result of a torch operator in ``bigain.ops`` and runs
-the Triton kernel only when the tensor is on a CUDA device, ``triton`` imports, and
-``BIGAIN_DISABLE_TRITON`` is unset (or ``0``); otherwise it runs the torch operator. Nothing in
-this module imports triton at import time: ``bigain.ops.triton.kernels`` is imported on the first
-CUDA call, so a machine without a GPU (or without triton) never touches it. A driver failure at
+the Triton kernel only when the tensor is on a CUDA device, ``triton`` imports, and the fused path
+is allowed: by default unless ``BIGAIN_DISABLE_TRITON`` is set (read once, at import), and per
+thread / task with :func:`allow` (a ContextVar, so a benchmark can compare both paths side by side).
+Nothing here imports triton at import time: :mod:`bigain.ops._kernels` is imported on the first
+CUDA call, so a machine without a GPU (or without triton) never touches it. The operators never
+import this module; the methods pass its functions to them (``match(..., row_max=fused.row_max)``). A driver failure at
 launch ("0 active drivers", a broken install) turns the fused path off for the process with one
 warning and falls back to torch.
 
@@ -16,10 +18,12 @@ warning and falls back to torch.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from types import ModuleType
 from typing import Any, TypeVar
 
@@ -28,6 +32,7 @@ import torch
 from bigain.ops.kv import blend_downsample
 from bigain.ops.laplacian import NORMS, laplacian_score
 from bigain.ops.merge import destination_slots
+from bigain.ops.merge import row_max as torch_row_max
 
 ENV_DISABLE = "BIGAIN_DISABLE_TRITON"
 #: Messages of launch failures that mean "Triton cannot run here" (not a bug in a kernel).
@@ -38,9 +43,32 @@ _state: dict[str, Any] = {"kernels": None, "tried": False, "broken": False}
 T = TypeVar("T")
 
 
-def disabled() -> bool:
-    """True when the user turned the fused path off with ``BIGAIN_DISABLE_TRITON`` (any value but '', 0, false)."""
+def env_disabled() -> bool:
+    """True when ``BIGAIN_DISABLE_TRITON`` is set to anything but '', 0, false or no."""
     return os.environ.get(ENV_DISABLE, "").strip().lower() not in ("", "0", "false", "no")
+
+
+_ALLOWED: ContextVar[bool] = ContextVar("bigain_fused_allowed", default=not env_disabled())
+
+
+def disabled() -> bool:
+    """True when the fused path is switched off here (:func:`allow`, or ``BIGAIN_DISABLE_TRITON`` at import)."""
+    return not _ALLOWED.get()
+
+
+def set_allowed(on: bool) -> None:
+    """Allow (or forbid) the fused path in the current context from now on (see :func:`allow`)."""
+    _ALLOWED.set(bool(on))
+
+
+@contextlib.contextmanager
+def allow(on: bool) -> Iterator[None]:
+    """Inside the block the fused path is allowed (``on``) or forced off; the previous setting comes back after."""
+    token = _ALLOWED.set(bool(on))
+    try:
+        yield
+    finally:
+        _ALLOWED.reset(token)
 
 
 def load_kernels() -> ModuleType | None:
@@ -48,7 +76,7 @@ def load_kernels() -> ModuleType | None:
     if not _state["tried"]:
         _state["tried"] = True
         try:
-            _state["kernels"] = importlib.import_module("bigain.ops.triton.kernels")
+            _state["kernels"] = importlib.import_module("bigain.ops._kernels")
         except (ImportError, RuntimeError) as err:  # no triton, or no driver at decoration time
             warnings.warn(f"bigain: Triton kernels unavailable, using torch ({err})", RuntimeWarning, stacklevel=2)
     return _state["kernels"]
@@ -113,14 +141,22 @@ def row_max(a: torch.Tensor, d: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
 
     Values in a's dtype (the rounding of ``torch.bmm``), the first index on ties."""
 
-    def reference() -> tuple[torch.Tensor, torch.Tensor]:
-        return tuple(torch.bmm(a, d.transpose(1, 2)).max(dim=-1))  # type: ignore[return-value]
-
     if not enabled(a):
-        return reference()
+        return torch_row_max(a, d)
     k = load_kernels()
     assert k is not None
-    return _guarded(lambda: k.row_max(a, d), reference)
+    return _guarded(lambda: k.row_max(a, d), lambda: torch_row_max(a, d))
 
 
-__all__ = ["ENV_DISABLE", "disabled", "enabled", "kv_downsample", "laplacian_slots", "load_kernels", "row_max"]
+__all__ = [
+    "ENV_DISABLE",
+    "allow",
+    "disabled",
+    "enabled",
+    "env_disabled",
+    "kv_downsample",
+    "laplacian_slots",
+    "load_kernels",
+    "row_max",
+    "set_allowed",
+]
