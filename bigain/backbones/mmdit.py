@@ -224,49 +224,62 @@ class JointProcessor(WrappedProcessor):
         return self._compressed(attn, method, info, hidden_states, encoder_hidden_states, image_rotary_emb, n_txt, h, w)
 
     def _compressed(self, attn, method, info, hidden_states, text, rope, n_txt, h, w) -> Any:
+        """Only the image part of q/k/v is rebuilt: SD3 keeps image and text apart until the one concatenation
+        attention needs; Flux builds and rotates the joint sequence as its own processor does, and an image part a
+        method leaves alone (queries of KV methods) is used as it is, so a method adds little beyond its own ops."""
         kind = self.target.kind
-        head_dim = getattr(attn, "head_dim", None) or attn.to_q.out_features // attn.heads
-        q, k, v = (_heads(p(hidden_states), head_dim) for p in (attn.to_q, attn.to_k, attn.to_v))
+        hd = getattr(attn, "head_dim", None) or attn.to_q.out_features // attn.heads
+        q, k, v = (_heads(p(hidden_states), hd) for p in (attn.to_q, attn.to_k, attn.to_v))
         q, k = _norm(attn.norm_q, q), _norm(attn.norm_k, k)
-        if kind == "flux-single":
-            n_img = hidden_states.shape[1] - n_txt
-        else:
-            n_img, n_txt = hidden_states.shape[1], text.shape[1]
-            tq, tk, tv = (_heads(p(text), head_dim) for p in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
+        if kind != "flux-single":
+            tq, tk, tv = (_heads(p(text), hd) for p in (attn.add_q_proj, attn.add_k_proj, attn.add_v_proj))
             tq, tk = _norm(attn.norm_added_q, tq), _norm(attn.norm_added_k, tk)
-            first = (tq, tk, tv) if kind == "flux" else (q, k, v)
-            second = (q, k, v) if kind == "flux" else (tq, tk, tv)
-            q, k, v = (torch.cat([a, b], dim=1) for a, b in zip(first, second, strict=True))
-        if rope is not None:  # Flux: rotate every token at its own position before anything is merged
-            from diffusers.models.embeddings import apply_rotary_emb
-
-            q, k = apply_rotary_emb(q, rope, sequence_dim=1), apply_rotary_emb(k, rope, sequence_dim=1)
-        img_first = kind == "sd3"
-        sl = slice(0, n_img) if img_first else slice(n_txt, n_txt + n_img)
-        txt = slice(n_img, n_img + n_txt) if img_first else slice(0, n_txt)
+        if kind == "sd3":  # no positions to apply: image and text stay apart until attention
+            n_txt = text.shape[1]
+            img, txt = (q, k, v), (tq, tk, tv)
+        else:  # Flux: the joint [text, image] sequence as the original processor builds it, rotated once
+            if kind == "flux":
+                n_txt = text.shape[1]
+                q, k, v = (torch.cat([a, b], dim=1) for a, b in ((tq, q), (tk, k), (tv, v)))
+            q, k = _rotate(q, rope), _rotate(k, rope)
+            img = tuple(t[:, n_txt:] for t in (q, k, v))
+            txt = tuple(t[:, :n_txt] for t in (q, k, v))
+        n_img = img[0].shape[1]
         metric = hidden_states[:, n_txt:] if kind == "flux-single" else hidden_states
         call = AttnCall(metric, metric, h, w, self.index, info)
-        iq, ik, iv, unmerge, plan = method.plan_qkv(call, *(t[:, sl].flatten(2) for t in (q, k, v)))
-        parts = [(iq, ik, iv), tuple(t[:, txt].flatten(2) for t in (q, k, v))]
-        if not img_first:
-            parts.reverse()
-        q, k, v = (
-            torch.cat([a, b], dim=1).unflatten(-1, (-1, head_dim)).transpose(1, 2) for a, b in zip(*parts, strict=True)
-        )
-        out = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).flatten(2).to(q.dtype)
+        flat = tuple(t.flatten(2) for t in img)
+        iq, ik, iv, unmerge, plan = method.plan_qkv(call, *flat)
+        img_first = kind == "sd3"
+        joint = []
+        for j, (a, b) in enumerate(zip((iq, ik, iv), txt, strict=True)):
+            if kind != "sd3" and a is flat[j]:  # unchanged image part (Flux): the joint tensor as it was
+                joint.append((q, k, v)[j].transpose(1, 2))
+                continue
+            a = a.unflatten(-1, (-1, hd))
+            joint.append(torch.cat([a, b] if img_first else [b, a], dim=1).transpose(1, 2))
+        out = F.scaled_dot_product_attention(*joint).transpose(1, 2).flatten(2).to(q.dtype)
         m = iq.shape[1]
         img_out, txt_out = (out[:, :m], out[:, m:]) if img_first else (out[:, n_txt:], out[:, :n_txt])
-        if unmerge is not None:
-            img_out = unmerge(img_out)
         rec = getattr(self.state.local, "recorder", None)
         if rec is not None:
             emit(rec, self.target.name, info.timestep, h, w, n_img, plan, method.label())
         if kind == "flux-single":
-            return torch.cat([txt_out, img_out], dim=1)
+            return out if unmerge is None else torch.cat([txt_out, unmerge(img_out)], dim=1)
+        if unmerge is not None:
+            img_out = unmerge(img_out)
         img_out = attn.to_out[1](attn.to_out[0](img_out))
         if not getattr(attn, "context_pre_only", False) and getattr(attn, "to_add_out", None) is not None:
             txt_out = attn.to_add_out(txt_out)
         return img_out, txt_out
+
+
+def _rotate(x: torch.Tensor, rope: Any) -> torch.Tensor:
+    """Flux's rotary embedding on (B, S, H, D) tokens (no-op without one)."""
+    if rope is None:
+        return x
+    from diffusers.models.embeddings import apply_rotary_emb
+
+    return apply_rotary_emb(x, rope, sequence_dim=1)
 
 
 def _heads(x: torch.Tensor, head_dim: int) -> torch.Tensor:
