@@ -39,7 +39,6 @@ def vae(latent_channels: int = 4, **kw: Any):
 def save_tiny_sd(folder: Path) -> Path:
     """A StableDiffusionPipeline (U-Net with attention at full resolution, 1-layer CLIP) → folder."""
     from diffusers import EulerDiscreteScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
@@ -52,24 +51,12 @@ def save_tiny_sd(folder: Path) -> Path:
         attention_head_dim=2,
         norm_num_groups=4,
     )
-    tok = clip_tokenizer()
-    cfg = CLIPTextConfig(
-        vocab_size=len(tok),
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=1,
-        num_attention_heads=2,
-        max_position_embeddings=16,
-        bos_token_id=tok.bos_token_id,
-        eos_token_id=tok.eos_token_id,
-        pad_token_id=tok.pad_token_id,
-    )
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1)
     pipe = StableDiffusionPipeline(
         unet=unet,
         vae=vae(),
-        text_encoder=CLIPTextModel(cfg),
-        tokenizer=tok,
+        text_encoder=clip(16),
+        tokenizer=clip_tokenizer(),
         scheduler=sched,
         safety_checker=None,
         feature_extractor=None,

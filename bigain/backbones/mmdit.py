@@ -60,12 +60,7 @@ class SD3(Backbone):
     def example_condition(
         net: nn.Module, batch: int, text: tuple[int, int] | None, res: int, g: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        cfg = net.config
-        seq = text[0] if text else 333
-        return {
-            "encoder_hidden_states": randn(g, batch, seq, int(cfg.joint_attention_dim)),
-            "pooled_projections": randn(g, batch, int(cfg.pooled_projection_dim)),
-        }
+        return _text_and_pooled(net, batch, text[0] if text else 333, g)
 
     @staticmethod
     def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
@@ -147,13 +142,8 @@ class Flux(Backbone):
     def example_condition(
         net: nn.Module, batch: int, text: tuple[int, int] | None, res: int, g: torch.Generator
     ) -> dict[str, torch.Tensor]:
-        cfg = net.config
-        seq = text[0] if text else 256
-        cond = {
-            "encoder_hidden_states": randn(g, batch, seq, int(cfg.joint_attention_dim)),
-            "pooled_projections": randn(g, batch, int(cfg.pooled_projection_dim)),
-        }
-        if cfg.guidance_embeds:
+        cond = _text_and_pooled(net, batch, text[0] if text else 256, g)
+        if net.config.guidance_embeds:
             cond["guidance"] = torch.full((batch,), 3.5)
         return cond
 
@@ -161,7 +151,12 @@ class Flux(Backbone):
     def text_condition(pipe: Any, prompts: list[str], null: bool, res: int) -> dict[str, torch.Tensor]:
         if null:
             raise BadInput("Flux is guidance-distilled: it has no unconditional input (use guidance 1)")
-        embeds, pooled, _ = pipe.encode_prompt(prompts, None, device=pipe.transformer.device)
+        length = (
+            512 if pipe.transformer.config.guidance_embeds else 256
+        )  # schnell was trained on 256 T5 tokens, dev on 512 (their pipelines' advice)
+        embeds, pooled, _ = pipe.encode_prompt(
+            prompts, None, device=pipe.transformer.device, max_sequence_length=length
+        )
         cond = {"encoder_hidden_states": embeds, "pooled_projections": pooled}
         if pipe.transformer.config.guidance_embeds:  # FLUX.1-dev: distilled guidance as an input
             cond["guidance"] = torch.full((len(prompts),), 3.5, device=embeds.device)
@@ -271,6 +266,15 @@ class JointProcessor(WrappedProcessor):
         if not getattr(attn, "context_pre_only", False) and getattr(attn, "to_add_out", None) is not None:
             txt_out = attn.to_add_out(txt_out)
         return img_out, txt_out
+
+
+def _text_and_pooled(net: nn.Module, batch: int, seq: int, g: torch.Generator) -> dict[str, torch.Tensor]:
+    """Random text tokens and pooled text of an MMDiT's widths (benchmarks and tests)."""
+    cfg = net.config
+    return {
+        "encoder_hidden_states": randn(g, batch, seq, int(cfg.joint_attention_dim)),
+        "pooled_projections": randn(g, batch, int(cfg.pooled_projection_dim)),
+    }
 
 
 def _rotate(x: torch.Tensor, rope: Any) -> torch.Tensor:
