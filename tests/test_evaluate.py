@@ -437,7 +437,7 @@ def test_cached_assignment_specs_parse_and_pair_with_their_uncached_method() -> 
         f"{n}-{r}-{h}" for n in ("tome", "lgtm") for r, h in (("0.5", "call"), ("0.7", "call"), ("0.7", "steps3"))
     )
     # defaults unchanged: the cached rows are asked for by name or as the `cached` group
-    assert not set(E.CACHED) & set(E.CLASSIFY_DEFAULT) and len(E.CLASSIFY_DEFAULT) == 11
+    assert not set(E.CACHED) & set(E.CLASSIFY_DEFAULT) and len(E.CLASSIFY_DEFAULT) == 14  # 11 + SiTo ×3
     assert not set(E.CACHED) & set(E.GEN_DEFAULT)
     cls = [k for k, _ in E._methods(["cached", "tome-0.7"], E.CLASSIFY_DEFAULT, "classification")]
     assert cls == ["tome-0.5-call", "tome-0.7", "tome-0.7-call", "lgtm-0.5-call", "lgtm-0.7-call"]
@@ -449,6 +449,69 @@ def test_cached_assignment_specs_parse_and_pair_with_their_uncached_method() -> 
         E._methods(["lgtm-0.7-steps3"], E.CLASSIFY_DEFAULT, "classification")
     with pytest.raises(ValueError, match="unknown method keys"):
         E._methods(["tome-0.9-call"])
+
+
+def test_sito_and_ablation_rows_parse_and_pair_with_their_references() -> None:
+    from bigain.evaluate import digits as E
+    from bigain.methods import LGTM, FreqKV, SiTo, parse_method
+
+    specs = dict(E.METHOD_SPECS)
+    for r in ("0.3", "0.5", "0.7"):
+        m = parse_method(specs[f"sito-{r}"])
+        assert type(m) is SiTo and m.ratio == float(r) and f"sito-{r}" in E.CLASSIFY_DEFAULT
+        assert {(f"sito-{r}", f"lgtm-{r}"), (f"sito-{r}", f"tome-{r}")} <= set(E.PAIRS)
+    assert {"sito-0.5", "sito-0.7"} <= set(E.GEN_DEFAULT)
+    scorers = ("mean_deviation", "l1", "l2", "variance", "dft", "cosine", "inverse_cosine")
+    for r in ("0.5", "0.7"):
+        for s in scorers:
+            key = f"lgtm-{r}-{s}"
+            m = parse_method(specs[key])
+            assert type(m) is LGTM and m.scorer == s and m.ratio == float(r) and (key, f"lgtm-{r}") in E.PAIRS
+    for keep in ("high", "low"):
+        m = parse_method(specs[f"freqkv-2-{keep}"])
+        assert type(m) is FreqKV and m.keep == keep and m.factor == 2
+        assert {(f"freqkv-2-{keep}", "todo-2"), (f"freqkv-2-{keep}", "iekvd-2-a0.9")} <= set(E.PAIRS)
+    assert ("freqkv-2-high", "freqkv-2-low") in E.PAIRS
+    # the ablations are a group of their own, in neither default set
+    assert len(E.ABLATIONS) == 16 and "ablations" in E.GROUPS
+    assert not set(E.ABLATIONS) & set(E.CLASSIFY_DEFAULT) and not set(E.ABLATIONS) & set(E.GEN_DEFAULT)
+    keys = [k for k, _ in E._methods(["ablations", "sito-0.5"], E.CLASSIFY_DEFAULT, "classification")]
+    assert keys == ["sito-0.5", *E.ABLATIONS]  # METHOD_SPECS order: SiTo, the scorers, …, Freq-KV
+    order = [k for k, _ in E.METHOD_SPECS]
+    assert order.index("iekvd-2-a0.8-1.2") < order.index("freqkv-2-high")
+
+
+def test_ablation_rows_get_the_paper_layout_and_old_reports_do_not() -> None:
+    from bigain.evaluate import digits as E
+    from bigain.methods import parse_method
+
+    labels = [0, 1, 2, 3, 4, 5]
+    specs = dict(E.METHOD_SPECS)
+    preds = {
+        "baseline": labels,
+        "lgtm-0.5": [0, 1, 2, 3, 4, 0],
+        "lgtm-0.5-dft": [0, 1, 2, 3, 0, 0],
+        "todo-2": [0, 1, 2, 0, 4, 5],
+        "iekvd-2-a0.9": labels,
+        "freqkv-2-high": [0, 0, 0, 3, 4, 5],
+        "freqkv-2-low": [0, 1, 2, 3, 4, 0],
+    }
+    rows = {}
+    for key, pred in preds.items():
+        m = parse_method(specs[key])
+        rows[key] = {**_cls_row(m.label(), pred, labels), "params": {"name": m.name, **m.params()}}
+    run = {"command": "c", "device": "cpu"}
+    part = E.merge_part(None, _cls_part(rows, labels), run, "classification")
+    md = report.digits_markdown({"model": "m", "logistic_regression_acc": 96.7, "classification": part})
+    assert "## Ablations" in md
+    assert "| laplacian (L-GTM) | 83.3 | " in md and "| dft | 66.7 | " in md and " | 1 (0/1) |" in md
+    assert "| Freq-KV s=2 high | 66.7 | " in md and "| Freq-KV s=2 low | 83.3 | " in md
+    assert "freqkv-2-high vs freqkv-2-low: only first right 1, only second right 2, p = 1." in md
+    # without ablation rows the report is as before (the shipped reports of older runs stay byte-identical)
+    plain = {k: r for k, r in rows.items() if k in ("baseline", "lgtm-0.5", "todo-2")}
+    part = E.merge_part(None, _cls_part(plain, labels), run, "classification")
+    assert "Ablations" not in report.digits_markdown({"model": "m", "logistic_regression_acc": 96.7,
+                                                      "classification": part})  # fmt: skip
 
 
 def _cls_row(label: str, pred: list[int], labels: list[int]) -> dict:

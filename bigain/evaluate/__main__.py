@@ -97,14 +97,15 @@ def _digits_parser(sub: Any) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="method keys for classification, or groups: all, default, cached (default: every uncached method); "
+        help="method keys for classification, or groups: all, default, cached, ablations "
+        "(default: every uncached method but the ablations); "
         "earlier rows on the same weights and images that this run does not measure are kept",
     )
     e.add_argument(
         "--gen-methods",
         nargs="+",
         default=None,
-        help="method keys for generation, or groups: all, default, cached (default: the key set); "
+        help="method keys for generation, or groups: all, default, cached, ablations (default: the key set); "
         "earlier rows with the same samples setting that this run does not measure are kept",
     )
     e.add_argument("--skip-classify", action="store_true")

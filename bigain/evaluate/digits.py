@@ -1,15 +1,21 @@
 """The small-scale replication on the embedded digits models: ``python -m bigain.evaluate digits``
 (also ``python -m bigain eval digits``).
 
-For each model and each method (Baseline; ToMe and L-GTM at ratio 0.3/0.5/0.7; ToDo and IE-KVD at
-factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo; on request, the
-cached-assignment variants of ToMe / L-GTM, method doc §L, next to the method they cache):
+For each model and each method (Baseline; ToMe, L-GTM and SiTo at ratio 0.3/0.5/0.7; ToDo and
+IE-KVD at factor 2 with α = 0, 0.9 and the 0.8→1.2 schedule — α = 1 *is* ToDo; on request, the
+cached-assignment variants of ToMe / L-GTM, method doc §L, next to the method they cache, group
+``cached``; and the ablations, group ``ablations``: L-GTM with each non-default destination scorer
+of Table 8 at ratio 0.5 and 0.7, ``lgtm-<r>-<scorer>``, and the frequency-selected keys/values of
+Table 12, ``freqkv-2-high`` / ``freqkv-2-low``, not in the default sets because their 16 rows would
+double a CPU run):
 
 * classification: the diffusion classifier (model card protocol: 10 shared-noise timesteps
   range(50, 1000, 100) for all 10 classes, seed = image index) on every image of the test split;
   top-1 with Wilson 95% intervals and an exact McNemar test of L-GTM vs ToMe at the same ratio, of
-  IE-KVD vs ToDo, of each cached variant vs its uncached method (and of every method vs Baseline),
-  on the same images;
+  SiTo vs L-GTM and vs ToMe, of IE-KVD vs ToDo, of each cached variant vs its uncached method, of
+  each scorer vs the Laplacian (L-GTM) at the same ratio, of Freq-KV high and low vs ToDo, vs
+  IE-KVD α = 0.9 and vs each other (:data:`PAIRS`; and of every method vs Baseline), on the same
+  images; the report lays the ablation rows out as the paper's tables too;
 * generation: ``--samples`` images per class (seed = class id, so every method starts from the
   same noise; DDIM 25 steps, guidance 2), judged by the reference classifier of
   :mod:`bigain.digits` (trained on the train split only): conditional accuracy, and FID / KID in its
@@ -18,7 +24,9 @@ cached-assignment variants of ToMe / L-GTM, method doc §L, next to the method t
   McNemar test on which samples are recognised and the mean squared difference between the pair's
   samples.
 * sensitivity (:func:`sensitivity`, seconds): how far each method moves ε and the class contrast
-  the classifier ranks on, next to swapping the class and zeroing self-attention.
+  the classifier ranks on, next to swapping the class and zeroing self-attention; redone by every
+  run for every row of the classification table (kept rows too), or with ``--skip-classify`` for the
+  rows ``--methods`` names.
 
 Writes ``assets/eval/<model>.json`` (with per-image predictions, and the run's
 :func:`bigain.provenance.provenance` record) and ``.md`` (:func:`bigain.evaluate.report.digits_markdown`)
@@ -52,11 +60,18 @@ from bigain.evaluate import report, store
 from bigain.evaluate.stats import mcnemar_exact, wilson
 from bigain.methods import Method, parse_method
 from bigain.models import assets_dir, cat, load_model
+from bigain.ops.scorers import SCORERS as SCORER_NAMES
 from bigain.pipelines.classify import Protocol, classify
 from bigain.pipelines.generate import generate
 
+#: The merge / prune ratios of ToMe, L-GTM and SiTo.
+RATIOS: tuple[str, ...] = ("0.3", "0.5", "0.7")
+#: L-GTM's non-default destination scorers (Table 8 ablation, :mod:`bigain.ops.scorers`), each at these ratios.
+SCORERS: tuple[str, ...] = tuple(s for s in SCORER_NAMES if s != "laplacian")
+SCORER_RATIOS: tuple[str, ...] = ("0.5", "0.7")
 #: (key, spec) of every method the replication knows; the key names rows and JSON entries. The
-#: cached-assignment variants (method doc §L) follow the method they cache.
+#: cached-assignment variants (method doc §L) follow the method they cache; the scorer ablation
+#: rows (``lgtm-<r>-<scorer>``) follow SiTo, the frequency-selected KV rows (Table 12) IE-KVD.
 METHOD_SPECS: list[tuple[str, str]] = [
     ("baseline", "baseline"),
     *[
@@ -71,10 +86,14 @@ METHOD_SPECS: list[tuple[str, str]] = [
             (f"{name}-0.7-steps3", f"{name}:ratio=0.7;reuse=steps;every=3"),
         )
     ],
+    *[(f"sito-{r}", f"sito:ratio={r}") for r in RATIOS],
+    *[(f"lgtm-{r}-{s}", f"lgtm:ratio={r};scorer={s}") for r in SCORER_RATIOS for s in SCORERS],
     ("todo-2", "todo:factor=2"),
     ("iekvd-2-a0", "iekvd:factor=2;alpha=0"),
     ("iekvd-2-a0.9", "iekvd:factor=2;alpha=0.9"),
     ("iekvd-2-a0.8-1.2", "iekvd:factor=2;alpha=0.8;alpha_end=1.2"),
+    ("freqkv-2-high", "freqkv:factor=2;keep=high"),
+    ("freqkv-2-low", "freqkv:factor=2;keep=low"),
 ]
 #: Cached-assignment variant → the uncached method it caches. ``-steps3`` keys only change
 #: generation: the classifier's denoiser calls are new batches, which always recompute.
@@ -83,18 +102,32 @@ CACHED: dict[str, str] = {
     for name in ("tome", "lgtm")
     for r, how in (("0.5", "call"), ("0.7", "call"), ("0.7", "steps3"))
 }
-#: Methods classified by default: every uncached one (the cached variants on request: ``cached``).
-CLASSIFY_DEFAULT: list[str] = [k for k, _ in METHOD_SPECS if k not in CACHED]
-#: Methods whose samples are judged by default (the issue's set plus IE-KVD's generation schedule).
-GEN_DEFAULT: list[str] = ["baseline", "tome-0.5", "tome-0.7", "lgtm-0.5", "lgtm-0.7", "todo-2", "iekvd-2-a0.8-1.2"]
+#: The ablation rows (``ablations``): L-GTM's other scorers (Table 8) and frequency-selected KV
+#: (Table 12). Not in the default sets: 16 more rows would double the default classification run
+#: on a CPU (about 1.5 min per row and model with one thread; seconds on a GPU).
+ABLATIONS: list[str] = [
+    *[f"lgtm-{r}-{s}" for r in SCORER_RATIOS for s in SCORERS],
+    "freqkv-2-high",
+    "freqkv-2-low",
+]
+#: Methods classified by default: every uncached one but the ablations (the cached variants on
+#: request: ``cached``; the ablations: ``ablations``).
+CLASSIFY_DEFAULT: list[str] = [k for k, _ in METHOD_SPECS if k not in CACHED and k not in ABLATIONS]
+#: Methods whose samples are judged by default (the issue's set plus IE-KVD's generation schedule and SiTo).
+GEN_DEFAULT: list[str] = ["baseline", "tome-0.5", "tome-0.7", "lgtm-0.5", "lgtm-0.7", "sito-0.5", "sito-0.7", "todo-2",
+                          "iekvd-2-a0.8-1.2"]  # fmt: skip
 #: Paired comparisons: (method, reference).
 PAIRS: list[tuple[str, str]] = [
     *[(f"lgtm-{r}", f"tome-{r}") for r in (0.3, 0.5, 0.7)],
     *[(k, "todo-2") for k in ("iekvd-2-a0", "iekvd-2-a0.9", "iekvd-2-a0.8-1.2")],
     *CACHED.items(),
+    *[(f"sito-{r}", f"{ref}-{r}") for r in RATIOS for ref in ("lgtm", "tome")],
+    *[(f"lgtm-{r}-{s}", f"lgtm-{r}") for r in SCORER_RATIOS for s in SCORERS],
+    *[(f"freqkv-2-{keep}", ref) for keep in ("high", "low") for ref in ("todo-2", "iekvd-2-a0.9")],
+    ("freqkv-2-high", "freqkv-2-low"),
 ]
 #: Key groups the command line accepts next to single keys.
-GROUPS = ("all", "default", "cached")
+GROUPS = ("all", "default", "cached", "ablations")
 
 
 def _methods(
@@ -114,6 +147,8 @@ def _methods(
             wanted += default if default is not None else list(specs)
         elif key == "cached":
             wanted += [k for k in CACHED if k not in steps]
+        elif key == "ablations":
+            wanted += ABLATIONS
         elif key in steps:
             raise ValueError(
                 f"{key}: reuse=steps only changes generation (the classifier's calls are new batches, which always "
@@ -487,10 +522,11 @@ def run(
     if not skip_classify:
         new = eval_classification(model, cls_methods, limit, progress)
         res["classification"] = merge_part(res.get("classification"), new, run_info, "classification")
-        # the sensitivity section covers the whole table: the kept rows too (seconds)
+        _write(res, out_dir, model.card.name)
+    if res.get("classification") and not (skip_classify and method_keys is not None):
+        # the sensitivity section covers the whole table, kept rows too (seconds), unless --methods names rows
         known = {k for k, _ in METHOD_SPECS}
         sens_methods = _methods([k for k in res["classification"]["methods"] if k in known])
-        _write(res, out_dir, model.card.name)
     res["sensitivity"] = {**sensitivity(model, sens_methods), "run": run_info}
     if not skip_generate and samples > 0:
         gen, s = eval_generation(model, gen_methods, samples, progress)

@@ -185,6 +185,7 @@ def digits_markdown(res: dict[str, Any]) -> str:
         for pair, t in c["paired"].items():
             lines.append(f"| {pair} | {t['a_only']} | {t['b_only']} | {t['p']:.3g} |" + _same_run_cell(t, runs))
         lines += _superseded_md(c, runs, "classification")
+        lines += _ablations_md(c, g)
     if res.get("sensitivity"):
         lines += _sensitivity_md(res["sensitivity"], c)
     if g:
@@ -285,6 +286,77 @@ def _superseded_md(part: dict[str, Any], runs: list[dict[str, Any]], kind: str) 
             run = r.get("run")
             ref = f"[{runs.index(run) + 1}]" if run in runs else "?"
             lines.append(f"| {r['method']} | {acc:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f} |{fid} {ref} |")
+    return lines
+
+
+def _ablations_md(c: dict[str, Any], g: dict[str, Any] | None) -> list[str]:
+    """The ablation rows of the classification table, laid out like the paper's tables: L-GTM's
+    destination scorers (Table 8; rows ``lgtm-<r>-<scorer>`` next to ``lgtm-<r>``) and the
+    frequency-selected keys/values (Table 12; ``freqkv-<s>-high|low`` next to ToDo and IE-KVD),
+    with the exact McNemar p of the part's paired tests. Nothing when the table has no such rows."""
+    rows, paired = c["methods"], c.get("paired", {})
+    scorers: dict[str, dict[str, str]] = {}  # scorer → ratio → key
+    for key, r in rows.items():
+        prm = r.get("params") or {}
+        scorer = prm.get("scorer", "laplacian")
+        if prm.get("name") == "lgtm" and scorer != "laplacian" and key == f"lgtm-{prm['ratio']:g}-{scorer}":
+            scorers.setdefault(scorer, {})[f"{prm['ratio']:g}"] = key
+    kv = [k for k, r in rows.items() if (r.get("params") or {}).get("name") == "freqkv"]
+    if not scorers and not kv:
+        return []
+
+    def top1(key: str) -> str:
+        r = rows.get(key)
+        return "— | —" if r is None else f"{r['acc']:.1f} | {r['ci95'][0]:.1f}–{r['ci95'][1]:.1f}"
+
+    def p(a: str, b: str) -> str:
+        t = paired.get(f"{a} vs {b}")
+        return "—" if t is None else f"{t['p']:.3g} ({t['a_only']}/{t['b_only']})"
+
+    lines = ["", "## Ablations (rows of the tables above, laid out like the paper's)"]
+    if scorers:
+        ratios = sorted({r for v in scorers.values() for r in v}, key=float)
+        lines += [
+            "",
+            "L-GTM's destination scorer (the paper's Table 8): in every cell the lowest-scoring token becomes the",
+            "destination. p: exact McNemar vs the Laplacian ℓ1 (L-GTM) at the same ratio, with (only this scorer",
+            "right / only the Laplacian right).",
+            "",
+            "| scorer |" + "".join(f" r={r} top-1 % | Wilson 95% | p vs Laplacian |" for r in ratios),
+            "|---|" + "---|---|---|" * len(ratios),
+            "| laplacian (L-GTM) |" + "".join(f" {top1(f'lgtm-{r}')} | — |" for r in ratios),
+        ]
+        for scorer, keys in scorers.items():
+            cells = "".join(
+                f" {top1(keys[r])} | {p(keys[r], f'lgtm-{r}')} |" if r in keys else " — | — | — |" for r in ratios
+            )
+            lines.append(f"| {scorer} |{cells}")
+    if kv:
+        gen = (g or {}).get("methods", {})
+        refs = [k for k in ("todo-2", "iekvd-2-a0.9") if k in rows]
+        lines += [
+            "",
+            "Keys/values from one token per cell, chosen by its Laplacian ℓ1 score (the paper's Table 12: only the",
+            "highest- or only the lowest-frequency token), next to ToDo (nearest-exact) and IE-KVD's blend. Top-1",
+            "and p (exact McNemar, with only the row right / only the reference right): classification;",
+            "recognised % and FID_ref: the generated samples (section below), where measured.",
+            "",
+            "| method | top-1 % | Wilson 95% | Δ vs baseline |" + "".join(f" p vs {rows[k]['method']} |" for k in refs)
+            + " recognised % | FID_ref |",
+            "|---|---|---|---|" + "---|" * len(refs) + "---|---|",
+        ]  # fmt: skip
+        base = rows.get("baseline", {}).get("acc")
+        for key in [*refs, *kv]:
+            r = rows[key]
+            d = "" if base is None else f"{r['acc'] - base:+.1f}"
+            ps = "".join(" — |" if key == k else f" {p(key, k)} |" for k in refs)
+            gr = gen.get(key)
+            gs = " — | — |" if gr is None else f" {gr['cond_acc']:.1f} | {gr['fid_ref']:.2f} |"
+            lines.append(f"| {r['method']} | {top1(key)} | {d} |{ps}{gs}")
+        pair = [k for k in paired if k.startswith("freqkv-") and k.split(" vs ")[1].startswith("freqkv-")]
+        for k in pair:
+            t = paired[k]
+            lines += ["", f"{k}: only first right {t['a_only']}, only second right {t['b_only']}, p = {t['p']:.3g}."]
     return lines
 
 
