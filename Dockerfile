@@ -14,7 +14,6 @@ ENV HOME=/home/user \
     TORCHINDUCTOR_CACHE_DIR=/tmp/torchinductor \
     MPLCONFIGDIR=/tmp/matplotlib \
     GRADIO_TEMP_DIR=/tmp/gradio \
-    BIGAIN_EXAMPLES=/tmp/bigain-examples \
     GRADIO_SERVER_NAME=0.0.0.0 \
     GRADIO_SERVER_PORT=7860
 RUN mkdir -p $HOME/app

@@ -35,6 +35,7 @@ METHOD_COLORS: dict[str, str] = {
 }
 DIFF_CMAP = "magma"
 GATE_CMAP = "inferno"
+GATE_ALPHA = 0.45  # the gate over the image: see-through, so the digit or photo stays visible
 
 
 # ---- images ------------------------------------------------------------------------------
@@ -109,7 +110,7 @@ def _extent(shape: tuple[int, int]) -> tuple[float, float, float, float]:
 def _gate_axes(ax: Any, img: np.ndarray, scores: np.ndarray, h: int, w: int, dst: np.ndarray | None) -> Any:
     _show(ax, img)
     heat = ax.imshow(
-        scores.reshape(h, w), cmap=GATE_CMAP, alpha=0.6, extent=_extent(img.shape[:2]), interpolation="nearest"
+        scores.reshape(h, w), cmap=GATE_CMAP, alpha=GATE_ALPHA, extent=_extent(img.shape[:2]), interpolation="nearest"
     )
     if dst is not None:
         x, y = _centres(dst, img.shape[:2], h, w)
@@ -398,6 +399,7 @@ def speed_figure(labels: Sequence[str], speedup: Sequence[float], flops_ratio: S
     ax.set_yticks(y, labels)
     ax.invert_yaxis()
     ax.set_xlabel("× relative to the baseline (> 1 is faster)")
+    ax.set_title("Speed-up measured in this run, and FLOPs saved", fontsize=10)
     fig.legend(fontsize=8, loc="outside lower center", ncols=2)
     ax.grid(axis="x", alpha=0.3)
     return fig
@@ -411,3 +413,76 @@ def figure_to_image(fig: Figure, dpi: int = 110) -> Image.Image:
     fig.set_dpi(dpi)
     canvas.draw()
     return Image.fromarray(np.asarray(canvas.buffer_rgba())[..., :3].copy())
+
+
+# ---- the app's comparison views --------------------------------------------------------------
+
+
+def strip(images: Sequence[Image.Image], min_side: int = 128, gap: int = 4, cols: int | None = None) -> Image.Image:
+    """Several samples in a grid of ``cols`` columns (default: one row), white gaps, each enlarged with
+    nearest neighbour: the same seeds in the same places for every method (e.g. for a before/after slider)."""
+    if not images:
+        raise ValueError("strip: no images")
+    tiles = [enlarge(im.convert("RGB"), min_side) for im in images]
+    cols = len(tiles) if cols is None else max(1, min(cols, len(tiles)))
+    rows = math.ceil(len(tiles) / cols)
+    w, h = max(t.width for t in tiles), max(t.height for t in tiles)
+    out = Image.new("RGB", (cols * w + gap * (cols - 1), rows * h + gap * (rows - 1)), "white")
+    for i, t in enumerate(tiles):
+        out.paste(t, ((i % cols) * (w + gap), (i // cols) * (h + gap)))
+    return out
+
+
+def difference_figure(rows: Mapping[str, Sequence[Image.Image]], reference: Sequence[Image.Image]) -> Figure:
+    """|method − baseline| per pixel (channel mean) for every method (rows) and sample (columns), on
+    one shared colour scale with its colour bar (0 = identical)."""
+    if not rows:
+        raise ValueError("difference_figure: no methods to compare")
+    ref = [_rgb(as_array(r)) for r in reference]
+    diffs = {
+        label: [np.abs(_rgb(as_array(im)) - r).mean(-1) for im, r in zip(images, ref, strict=True)]
+        for label, images in rows.items()
+    }
+    vmax = max(0.05, max(float(d.max()) for ds in diffs.values() for d in ds))
+    n, k = len(diffs), len(ref)
+    fig = Figure(figsize=(1.3 * k + 1.4, 1.45 * n + 0.8), layout="constrained")
+    axes = np.asarray(fig.subplots(n, k, squeeze=False))
+    im = None
+    for r, (label, ds) in enumerate(diffs.items()):
+        for c, d in enumerate(ds):
+            ax = axes[r, c]
+            im = ax.imshow(d, cmap=DIFF_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c == 0:  # the method, over its row (a y-label would be cut at the figure's edge)
+                ax.set_title(label, fontsize=9, loc="left", color=_method_colour(label), fontweight="bold")
+    fig.suptitle(f"|method − baseline| per pixel, samples 1–{k} left to right", fontsize=10)
+    fig.colorbar(im, ax=axes, shrink=0.9, label="|Δ| vs baseline (0 = identical)")
+    return fig
+
+
+def figure6(tokens: np.ndarray, seen: Mapping[str, np.ndarray], title: str = "",
+            edges: np.ndarray | None = None) -> Figure:  # fmt: skip
+    """The paper's Figure 6 on pixels: what attention sees after merging at a high ratio on a fine token
+    grid, per method, next to the tokens, with each one's error (|seen − tokens|, channel mean) below on
+    one colour scale, its mean over all tokens and, given an (h, w) ``edges`` mask, over edge tokens."""
+    n = len(seen) + 1
+    fig = Figure(figsize=(3.0 * n, 6.0), layout="constrained")
+    axes = np.asarray(fig.subplots(2, n)).reshape(2, -1)
+    _show(axes[0, 0], tokens, f"tokens ({tokens.shape[0]}×{tokens.shape[1]})")
+    axes[1, 0].axis("off")
+    errs = {k: np.abs(_rgb(np.clip(v, 0, 1)) - _rgb(tokens)).mean(-1) for k, v in seen.items()}
+    vmax = max(0.05, max(float(e.max()) for e in errs.values()))
+    im = None
+    for i, (label, img) in enumerate(seen.items(), start=1):
+        _show(axes[0, i], np.clip(img, 0, 1), label)
+        axes[0, i].title.set_color(_method_colour(label))
+        im = axes[1, i].imshow(errs[label], cmap=DIFF_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+        axes[1, i].set_xticks([])
+        axes[1, i].set_yticks([])
+        on_edges = "" if edges is None else f", edges {errs[label][edges].mean():.3f}"
+        axes[1, i].set_title(f"error: mean {errs[label].mean():.3f}{on_edges}", fontsize=10)
+    fig.colorbar(im, ax=axes[1, 1:], shrink=0.8, label="|seen − tokens|")
+    if title:
+        fig.suptitle(title, fontsize=11)
+    return fig

@@ -1,11 +1,20 @@
-"""The Gradio app: event functions in-process, then the launched app through gradio_client.
-
-Runs on the shipped embedded digits models, few steps, two methods; no network, no GPU.
-"""
+"""The Gradio app: handlers in-process, the page built from the registry, then the launched app through
+gradio_client (named parameters, bad inputs answered with the field's sentence, cancelling, the
+per-visitor limit). Runs on the shipped embedded digits models, few steps; no network, no GPU."""
 
 from __future__ import annotations
 
+import stat
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import gradio as gr
 import numpy as np
@@ -15,14 +24,14 @@ from PIL import Image
 
 import app
 from bigain import explain
+from bigain.explain import bundled
+from bigain.methods import METHODS, Method, param
 from bigain.models import ModelUnavailable
+from bigain.ui import common, knobs
 
 STEPS = 3
 TWO = ["tome", "lgtm"]
-
-
-def _quiet(*args: object, **kwargs: object) -> None:
-    """A stand-in for gr.Progress when calling events directly."""
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -30,120 +39,212 @@ def digit() -> str:
     return explain.digit_examples()[3][0]  # a test-split "3"
 
 
-# ---- events, in-process ---------------------------------------------------------------------
+# ---- handlers, in-process -------------------------------------------------------------------------
 
 
-def test_generate_compares_methods_against_the_baseline() -> None:
-    images, diffs, table, plot, summary = app.generate(
-        "digits-dit", "7", TWO, seed=1, steps=STEPS, guidance=2.0, rounds=2, progress=_quiet
+def test_generate_compares_samples_of_every_method_against_the_baseline() -> None:
+    gallery, slider, compare, strips, diffs, table, speed, quality, summary = app.generate(
+        "digits-dit", "7", TWO, seed=1, steps=STEPS, guidance=2.0, samples=3, rounds=2
     )
-    assert [c.split(" ×")[0] for _, c in images] == ["Baseline", "ToMe", "L-GTM"] and len(diffs) == 2
-    assert all(img.size == (256, 256) for img, _ in images)  # 16×16 digits enlarged ×16, nearest
+    assert [c.split(" ×")[0].split(" · ")[0] for _, c in gallery] == ["Baseline"] * 3 + ["ToMe"] * 3 + ["L-GTM"] * 3
+    assert [c.split(" · ")[1] for _, c in gallery[:3]] == ["1", "2", "3"]  # the sample, the same seeds per method
+    assert all(img.size == (128, 128) for img, _ in gallery)  # 16×16 digits enlarged ×8, nearest
+    assert slider[0] is strips["Baseline"] and slider[1] is strips["L-GTM r=0.7"] and compare["value"] == "L-GTM r=0.7"
+    assert strips["Baseline"].size == (2 * 128 + 4, 2 * 128 + 4)  # 3 samples on a 2×2 grid
     assert isinstance(table, pd.DataFrame) and list(table["method"]) == ["Baseline", "ToMe r=0.5", "L-GTM r=0.7"]
     assert table["speed-up (×)"].iloc[0] == 1.0
     assert (table["GFLOPs / call"].iloc[1:] < table["GFLOPs / call"].iloc[0]).all()  # compression saves FLOPs
-    assert plot is not None and "3 steps" in summary
+    assert diffs is not None and speed is not None and "3 steps" in summary and "3 samples" in summary
+    assert "digits evaluation" in quality and "| ToMe r=0.5 | 90.0 | -5.8 |" in quality  # from assets/eval
 
 
 def test_generate_kv_methods_with_an_alpha_schedule_on_the_unet() -> None:
-    _, diffs, table, _, _ = app.generate(
-        "digits-unet", "2", ["todo", "iekvd"], factor=2, alpha=0.8, schedule=True, alpha_end=1.2, steps=STEPS,
-        rounds=1, progress=_quiet,
-    )  # fmt: skip
-    assert list(table["method"]) == ["Baseline", "ToDo s=2", "IE-KVD s=2 α=0.8→1.2"]
-    assert len(diffs) == 2
+    out = app.generate(
+        "digits-unet",
+        "2",
+        ["todo", "iekvd"],
+        {"iekvd": {"alpha": 0.8, "alpha_end": 1.2}},
+        steps=STEPS,
+        samples=1,
+        rounds=1,
+    )
+    assert list(out[5]["method"]) == ["Baseline", "ToDo s=2", "IE-KVD s=2 α=0.8→1.2"]
 
 
 def test_classify_reports_top5_agreement_and_evidence(digit: str) -> None:
-    table, summary, plot = app.classify("digits-dit", digit, "", TWO, rounds=2, progress=_quiet)
+    table, summary, plot = app.classify("digits-dit", digit, "", TWO, rounds=1)
     assert list(table.columns) == ["rank", "Baseline", "ToMe r=0.5", "L-GTM r=0.7"]
     assert len(table) == 5 and table["Baseline"].str.match(r"^\d \(\d\.\d\d\)$").all()  # "class (score)"
-    assert "predict" in summary and "evaluations" in summary
-    assert plot is not None
-
-
-def test_classify_restricted_classes_and_odd_image_modes(digit: str) -> None:
+    assert "predict" in summary and "evaluations" in summary and plot is not None
     img = Image.open(digit)
     for variant in (img.convert("RGBA"), img.convert("P"), img.convert("RGB").resize((300, 200)), img.resize((3, 3))):
-        table, _, _ = app.classify("digits-unet", variant, "3, 8", [], rounds=1, progress=_quiet)
+        table, _, _ = app.classify("digits-unet", variant, "3, 8", [], rounds=1)
         assert {c.split()[0] for c in table["Baseline"] if c} == {"3", "8"}
 
 
-def test_look_inside_then_walk_steps_and_blocks() -> None:
-    out = app.look_inside("digits-dit", "5", "lgtm", ratio_lgtm=0.5, steps=STEPS, progress=_quiet)
-    inside, image = out[0], out[1]
+def test_look_inside_opens_at_the_middle_step_and_numbers_steps_from_one() -> None:
+    out = app.look_inside("digits-dit", "5", "lgtm", {"lgtm": {"ratio": 0.5}}, steps=5)
+    inside, image, step = out[0], out[1], out[2]
     assert isinstance(inside, explain.Inside) and image.size == (256, 256)
-    assert [p.visible for p in out[4:7]] == [True, True, False]  # gate, merges; no KV picture for merging
-    for step in (1, STEPS):
-        for block in inside.blocks:
-            *plots, caption = app.inside_step(inside, step, block)
-            assert [p.visible for p in plots] == [True, True, False] and f"step {step} of {STEPS}" in caption
-    out = app.look_inside("digits-unet", "5", "iekvd", steps=STEPS, progress=_quiet)
-    *plots, caption = app.inside_step(out[0], 1, out[0].blocks[0])
-    assert [p.visible for p in plots] == [False, False, True] and "keys/values" in caption
-    tome = app.look_inside("digits-dit", "5", "tome", steps=STEPS, progress=_quiet)
-    assert [p.visible for p in tome[4:7]] == [False, True, False]  # ToMe has no gate
+    assert step["value"] == 3 and step["maximum"] == 5  # the middle one, not step 1 (pure noise)
+    assert [p["visible"] for p in out[4:7]] == [True, True, False] and "step 3 of 5" in out[7]
+    for k in (1, 5):
+        *_plots, caption = app.inside_step(inside, k, inside.blocks[-1])
+        assert f"step {k} of 5" in caption
+    kv = app.look_inside("digits-unet", "5", "iekvd", steps=STEPS)
+    assert [p["visible"] for p in kv[4:7]] == [False, False, True]
+    assert [p["visible"] for p in app.look_inside("digits-dit", "5", "tome", steps=STEPS)[4:7]] == [False, True, False]
 
 
-def test_learn_and_benchmarks(digit: str) -> None:
-    figs = app.learn(digit, 16, 0.5, 2, 1.2)
-    assert len(figs) == 3 and all(f is not None for f in figs)
+def test_learn_on_photos_figure6_and_benchmarks(digit: str) -> None:
+    photos = bundled.photo_examples()
+    assert [Path(p).name.split("_")[1] for (p,) in photos] == list(bundled.PHOTOS)
+    for image, grid in ((photos[0][0], 64), (digit, 16)):
+        assert all(f is not None for f in app.learn(image, grid, 0.5, 2, 1.2))
+    assert app.figure6(photos[0][0]) is not None
     text, plots = app.benchmarks()
-    assert isinstance(text, str) and text
-    assert all(Path(p).is_file() for p, _ in plots)
+    assert text and all(Path(p).is_file() for p, _ in plots)
+    head = app.headline()
+    assert "| digits-dit | res 16, batch 128 |" in head and "ceiling" in head and "L-GTM r=0.5 |" in head
 
 
 @pytest.mark.parametrize(
     ("call", "message"),
     [
-        (lambda d: app.generate("digits-dit", "", TWO, steps=STEPS, progress=_quiet), "class or a prompt"),
-        (lambda d: app.generate("digits-dit", "eleven", TWO, steps=STEPS, progress=_quiet), "unknown class"),
-        (lambda d: app.generate("digits-dit", "3", ["tome"], ratio_tome=0.95, progress=_quiet), "ratio"),
-        (lambda d: app.generate("digits-dit", "3", ["iekvd"], factor=9, progress=_quiet), "factor"),
-        (lambda d: app.generate("digits-dit", "3", ["nope"], progress=_quiet), "unknown method"),
-        (lambda d: app.generate("digits-dit", "3", TWO, seed=-1, progress=_quiet), "seed"),
-        (lambda d: app.generate("digits-dit", "3", TWO, steps=5000, progress=_quiet), "steps"),
-        (lambda d: app.generate("digits-dit", "3", TWO, rounds=0, progress=_quiet), "timing rounds"),
-        (lambda d: app.generate("digits-dit", "3", TWO, rounds=1.5, progress=_quiet), "timing rounds"),
-        (lambda d: app.generate("nope", "3", TWO, progress=_quiet), "unknown model"),
-        (lambda d: app.classify("digits-dit", None, "", TWO, progress=_quiet), "upload an image"),
-        (lambda d: app.classify("digits-dit", d, "3, 3", TWO, progress=_quiet), "duplicated"),
-        (lambda d: app.classify("digits-dit", d, "3,,5", TWO, progress=_quiet), "empty entry"),
-        (lambda d: app.classify("digits-dit", d, "3", TWO, progress=_quiet), "at least two"),
-        (lambda d: app.classify("digits-dit", d, ",".join(map(str, range(101))), TWO, progress=_quiet), "at most"),
-        (lambda d: app.classify("digits-dit", d, "3, cat", TWO, progress=_quiet), "unknown class"),
-        (lambda d: app.classify("digits-dit", Image.new("RGB", (5000, 5000)), "", TWO, progress=_quiet), "limit"),
-        (lambda d: app.classify("digits-dit", __file__, "", TWO, progress=_quiet), "image"),
+        (lambda d: app.generate("digits-dit", "", TWO, steps=STEPS), "Class or prompt must be given"),
+        (lambda d: app.generate("digits-dit", "eleven", TWO, steps=STEPS), "unknown class"),
+        (lambda d: app.generate("digits-dit", "3", ["tome"], {"tome": {"ratio": 0.99}}), "ratio"),
+        (lambda d: app.generate("digits-dit", "3", ["iekvd"], {"iekvd": {"factor": 9}}), "factor"),
+        (lambda d: app.generate("digits-dit", "3", ["nope"]), "unknown method"),
+        (lambda d: app.generate("digits-dit", "3", TWO, seed=-1), "seed"),
+        (lambda d: app.generate("digits-dit", "3", TWO, steps=5000), "steps"),
+        (lambda d: app.generate("digits-dit", "3", TWO, rounds=0), "timing rounds"),
+        (lambda d: app.generate("nope", "3", TWO), "unknown model"),
+        (lambda d: app.generate("digits-dit", "3", TWO, execution="warp"), "Execution must be one of"),
+        (lambda d: app.classify("digits-dit", None, "", TWO), "Image is missing"),
+        (lambda d: app.classify("digits-dit", d, "3, 3", TWO), "duplicated"),
+        (lambda d: app.classify("digits-dit", d, "3,,5", TWO), "empty entries"),
+        (lambda d: app.classify("digits-dit", d, "3", TWO), "at least two"),
+        (lambda d: app.classify("digits-dit", d, ",".join(map(str, range(101))), TWO), "at most"),
+        (lambda d: app.classify("digits-dit", d, "3, cat", TWO), "unknown class"),
+        (lambda d: app.classify("digits-dit", __file__, "", TWO), "not an image"),
         (lambda d: app.inside_step(None, 1, None), "run a generation first"),
-        (lambda d: app.learn(None, 16, 0.5, 2, 0.9), "upload an image"),
+        (lambda d: app.look_inside("digits-dit", "3", ""), "Method must be chosen"),
+        (lambda d: app.learn(None, 16, 0.5, 2, 0.9), "Image is missing"),
         (lambda d: app.learn(d, 16, 0.5, 2.5, 0.9), "whole number"),
     ],
 )
-def test_bad_input_gives_a_readable_error_and_the_next_request_works(call, message: str, digit: str) -> None:
+def test_bad_input_gives_a_readable_error(call, message: str, digit: str) -> None:
     with pytest.raises(gr.Error, match=message):
         call(digit)
-    table, _, _ = app.classify("digits-dit", digit, "3, 5", [], rounds=1, progress=_quiet)
-    assert list(table.columns) == ["rank", "Baseline"]
 
 
-def test_unavailable_hub_model_is_a_readable_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Loading a hub model offline fails with the loader's message (simulated: tests never touch the network)."""
-
+def test_unavailable_hub_model_is_a_sentence_and_leaves_the_widgets_usable(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(name: str) -> None:
         raise ModelUnavailable(f"{name}: could not load it from the Hugging Face cache or the hub")
 
-    monkeypatch.setattr(app, "load_model", offline)
-    app.model.cache_clear()
+    monkeypatch.setattr(common, "load_model", offline)
+    common.model.cache_clear()
     try:
         with pytest.raises(gr.Error, match="sd2-base: could not load"):
-            app.generate("sd2-base", "a cat", TWO, progress=_quiet)
+            app.generate("sd2-base", "a cat", TWO)
     finally:
         monkeypatch.undo()
-        app.model.cache_clear()
-    assert app.on_model("digits-dit")[0] is not None
+        common.model.cache_clear()
+    monkeypatch.setattr(common, "available", lambda name: name.startswith("digits"))
+    monkeypatch.setattr("bigain.ui.shared.available", common.available)
+    cond, _steps, _guidance, note, button = app.on_model("sd2-base")
+    assert "hf download stabilityai/stable-diffusion-2-base" in note.value and note.visible
+    assert button.interactive is False and cond.label == "Prompt" and cond.value
+    cond, _, _, note, button = app.on_model("digits-unet")
+    assert button.interactive is True and not note.visible and cond.choices[0] == ("0", "0")
+    labels = [label for label, _ in common.model_choices()]
+    assert len(labels) == len(common.CARDS) and "sd2-base (hub, GPU · not downloaded)" in labels
 
 
-# ---- the launched app, through gradio_client ---------------------------------------------------
+def test_execution_setting_offers_only_what_runs_here(monkeypatch) -> None:
+    monkeypatch.setattr(common, "ZERO_GPU", False)
+    monkeypatch.setattr(common.execution, "default_device", lambda: "cpu")
+    assert common.execution_modes() == ["eager", "compile"] and common.check_execution(None) == "eager"
+    with pytest.raises(gr.Error, match="not available here"):
+        common.check_execution("cudagraph")
+    monkeypatch.setattr(common, "ZERO_GPU", True)  # ZeroGPU: a borrowed CUDA GPU, no torch.compile
+    assert common.execution_modes() == ["eager", "cudagraph"]
+
+
+# ---- the page, built from the registry --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Toy(Method):
+    """A toy method for the registry test."""
+
+    name: ClassVar[str] = "toy"
+    title: ClassVar[str] = "Toy"
+    strength: float = param(0.3, "Strength", "how hard it squeezes", lo=0, hi=1)
+    flag: bool = param(False, "Flag", "a switch")
+    flavour: str = param("a", "Flavour", "which one", choices=("a", "b"))
+    cap: int | None = param(None, "Cap", "an optional limit", kind=int, lo=1, hi=9, optional=True)
+
+
+def test_a_method_registered_before_the_page_appears_with_its_settings(monkeypatch) -> None:
+    monkeypatch.setitem(METHODS, "toy", Toy)
+    assert ("Toy", "toy") in app.method_choices()
+    demo = app.build_demo()
+    params = {p["parameter_name"]: p for p in demo.get_api_info()["named_endpoints"]["/generate"]["parameters"]}
+    assert {"toy_strength", "toy_flag", "toy_flavour", "toy_cap"} <= set(params)
+    assert params["toy_strength"]["component"] == "Slider" and params["toy_strength"]["parameter_default"] == 0.3
+    assert params["toy_flag"]["component"] == "Checkbox" and params["toy_flavour"]["component"] == "Dropdown"
+    assert params["toy_cap"]["component"] == "Textbox" and params["toy_cap"]["parameter_default"] == "none"
+    assert params["toy_strength"]["label"] == "Toy strength"
+    assert knobs.settings({"toy_strength": 0.5, "toy_cap": "4", "toy_flag": True})["toy"] == {
+        "strength": 0.5,
+        "flag": True,
+        "cap": 4,
+    }
+    with pytest.raises(gr.Error, match=r'Toy cap must be an integer in \[1, 9\] or "none"'):
+        knobs.settings({"toy_cap": "lots"})
+
+
+def test_api_outputs_are_named_and_help_starts_no_server() -> None:
+    info = app.demo.get_api_info()["named_endpoints"]
+    assert set(info) == {"/generate", "/classify"}
+    for ep in info.values():
+        assert all(not r["label"].startswith("value_") for r in ep["returns"]), ep["returns"]
+    assert [r["label"] for r in info["/classify"]["returns"]] == [
+        "Top-5 classes per method: class (score)",
+        "Agreement and cost",
+        "Per-class denoising error",
+    ]
+    t = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "app.py"), "--help"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert done.returncode == 0 and "--port" in done.stdout and "--share" in done.stdout
+    assert time.monotonic() - t < 60
+
+
+def test_checked_components_refuse_what_they_cannot_take() -> None:
+    from bigain.ui.checked import CheckedCheckboxGroup, CheckedNumber
+
+    seed = CheckedNumber(label="Seed", integer=True, minimum=0, maximum=9)
+    for bad in (float("nan"), float("inf"), "3", True, 2.5, -1, None):
+        with pytest.raises(gr.Error, match=r"Seed must be a whole number in \[0, 9\]"):
+            seed.preprocess(bad)
+    assert seed.preprocess(3.0) == 3 and isinstance(seed.preprocess(3.0), int)
+    with pytest.raises(gr.Error, match="at most once"):
+        CheckedCheckboxGroup(["a", "b"], label="Methods").preprocess(["a", "a"])
+    assert seed.get_config()["minimum"] == 0 and seed.get_block_name() == "number"  # drawn as a gr.Number
+
+
+def test_examples_live_in_a_folder_private_to_the_process(monkeypatch) -> None:
+    monkeypatch.delenv("BIGAIN_EXAMPLES", raising=False)
+    folder = bundled.examples_dir()
+    assert folder != Path(tempfile.gettempdir()) / "bigain-examples" and folder.name.startswith("bigain-examples-")
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700 and bundled.examples_dir() == folder
+
+
+# ---- the launched app, through gradio_client ---------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -153,84 +254,161 @@ def client(app_url: str) -> object:
     return Client(app_url, verbose=False)  # app_url: the app launched by tests/conftest.py
 
 
-def test_api_generate(client) -> None:
-    images, diffs, table, _, summary = client.predict(
-        model_name="digits-dit", condition="4", methods=TWO, steps=STEPS, rounds=1, api_name="/generate"
-    )
-    assert len(images) == 3 and len(diffs) == 2
-    first = Image.open(images[0]["image"])
-    assert first.format == "PNG" and first.size == (256, 256)  # lossless, enlarged
-    assert [row[0] for row in table["data"]] == ["Baseline", "ToMe r=0.5", "L-GTM r=0.7"]
-    assert "digits-dit" in summary
-
-
-def test_api_classify(client, digit: str) -> None:
+def test_api_generate_and_classify(client, digit: str) -> None:
     from gradio_client import handle_file
 
+    gallery, slider, _, _diffs, table, _, quality, summary = client.predict(
+        model_name="digits-dit",
+        condition="4",
+        methods=TWO,
+        tome_ratio=0.3,
+        steps=STEPS,
+        samples=2,
+        rounds=1,
+        api_name="/generate",
+    )
+    assert len(gallery) == 3 * 2 and len(slider) == 2
+    assert Image.open(gallery[0]["image"]).format == "PNG"
+    assert [row[0] for row in table["data"]] == ["Baseline", "ToMe r=0.3", "L-GTM r=0.7"]
+    assert "digits-dit" in summary and "ToMe r=0.3 | 93.9" in quality
     table, summary, _ = client.predict(
-        model_name="digits-unet", image=handle_file(digit), classes="", methods=["todo", "iekvd"], rounds=1,
-        api_name="/classify",
-    )  # fmt: skip
-    assert table["headers"] == ["rank", "Baseline", "ToDo s=2", "IE-KVD s=2 α=0.9"]
-    assert len(table["data"]) == 5
-    assert "predict" in summary
+        model_name="digits-unet", image=handle_file(digit), methods=["todo", "iekvd"], rounds=1, api_name="/classify"
+    )
+    assert table["headers"] == ["rank", "Baseline", "ToDo s=2", "IE-KVD s=2 α=0.9"] and "predict" in summary
 
 
-def test_api_bad_inputs_then_a_good_one(client, digit: str, tmp_path: Path) -> None:
+def _png(path: Path, width: int, height: int, truncate: bool = False) -> Path:
+    """A PNG whose header claims width×height (the data only fits a tiny one): a decompression bomb."""
+    raw = zlib.compress(b"\x00" * 4)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    body = chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) + chunk(b"IDAT", raw)
+    data = b"\x89PNG\r\n\x1a\n" + body + chunk(b"IEND", b"")
+    path.write_bytes(data[:40] if truncate else data)
+    return path
+
+
+def test_api_bad_inputs_get_the_fields_sentence_then_a_good_one_works(client, digit: str, tmp_path: Path) -> None:
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="maximum"):  # the slider checks its bounds
-        client.predict(model_name="digits-dit", condition="4", methods=["tome"], ratio_tome=0.99, api_name="/generate")
-    with pytest.raises(AppError, match="duplicated"):
-        client.predict(model_name="digits-dit", image=handle_file(digit), classes="1,1", methods=[],
-                       api_name="/classify")  # fmt: skip
-    text = tmp_path / "not_an_image.png"
-    text.write_text("hello")
-    with pytest.raises(Exception):  # noqa: B017 - gradio rejects the upload before our code runs
-        client.predict(model_name="digits-dit", image=handle_file(str(text)), classes="", methods=[],
-                       api_name="/classify")  # fmt: skip
-    gray = tmp_path / "gray.png"
-    Image.fromarray(np.full((40, 30), 200, np.uint8), mode="L").save(gray)
+    good = tmp_path / "good.png"
+    Image.open(digit).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
+    files = {
+        "text.png": ("hello", "not an image file"),
+        "empty.png": ("", "empty file"),
+        "page.png": ("<!doctype html><html><body>hi</body></html>", "not an image file"),
+    }
+    cases = [(tmp_path / name, want) for name, (text, want) in files.items()]
+    for path, _ in cases:
+        path.write_text(files[path.name][0])
+    cases += [(truncated, "truncated or corrupt"), (_png(tmp_path / "huge.png", 5000, 5000), "megapixels")]
+    for path, want in cases:
+        with pytest.raises(AppError, match=f"Image must be a readable image.*{want}"):
+            client.predict(model_name="digits-dit", image=handle_file(str(path)), methods=[], api_name="/classify")
+    generate = {"model_name": "digits-dit", "condition": "4", "methods": ["tome"], "steps": STEPS, "rounds": 1}
+    for change, want in [
+        ({"seed": "abc"}, r"Seed must be a whole number in \[0, 2147483647\], got 'abc'"),
+        ({"seed": 2.5}, r"Seed must be a whole number .*got float 2\.5"),
+        ({"steps": "abc"}, r"Steps must be a whole number in \[1, 200\] or empty"),
+        ({"methods": None}, r"Methods \(the baseline always runs first\) must be a list of tome"),
+        ({"model_name": None}, "Model must be one of"),
+        ({"tome_ratio": 0.99}, r"ToMe merge ratio must be a number in \[0, 0\.98\]"),
+        ({"condition": "<b>x</b>"}, "unknown class '&lt;b&gt;x&lt;/b&gt;'"),  # echoed escaped
+    ]:
+        with pytest.raises(AppError, match=want):
+            client.predict(**(generate | change), api_name="/generate")
+    with pytest.raises(AppError, match="Classes must be a list without duplicated classes"):
+        client.predict(
+            model_name="digits-dit", image=handle_file(digit), classes="1,1", methods=[], api_name="/classify"
+        )
     table, _, _ = client.predict(
         model_name="digits-dit",
-        image=handle_file(str(gray)),
-        classes="0, 1",
+        image=handle_file(str(good)),
+        classes="0, 3",
         methods=["lgtm"],
         rounds=1,
         api_name="/classify",
     )
-    assert {row[1].split()[0] for row in table["data"] if row[1]} == {"0", "1"}
+    assert {row[1].split()[0] for row in table["data"] if row[1]} == {"0", "3"}
 
 
-# ---- deployment files ---------------------------------------------------------------------------
+def _workers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == "bigain-job" and t.is_alive()]
 
-ROOT = Path(__file__).resolve().parent.parent
+
+def test_a_cancelled_generation_stops_its_work_and_a_second_run_is_refused(client) -> None:
+    from gradio_client.exceptions import AppError
+
+    long = {
+        "model_name": "digits-dit",
+        "condition": "4",
+        "methods": knobs.PAPER,
+        "steps": 200,
+        "samples": 8,
+        "rounds": 5,
+    }
+    job = client.submit(**long, api_name="/generate")
+    deadline = time.monotonic() + 60
+    while not (common.ADMISSION.running and _workers()):
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.02)
+    running = common.ADMISSION.running[0]
+    with pytest.raises(AppError, match="You already have a run in progress"):  # one job per visitor
+        client.predict(model_name="digits-dit", condition="4", methods=[], steps=STEPS, rounds=1, api_name="/generate")
+    checks = running.checks
+    t = time.monotonic()
+    job.cancel()
+    while common.ADMISSION.running or _workers():
+        assert time.monotonic() - t < 2.0, "the cancelled job kept computing"
+        time.sleep(0.02)
+    assert running.cancelled and running.checks > checks  # it stopped at a check, between denoiser calls
+    out = client.predict(
+        model_name="digits-dit", condition="4", methods=[], steps=STEPS, rounds=1, samples=1, api_name="/generate"
+    )
+    assert "digits-dit" in out[-1]  # the visitor may run again
+
+
+# ---- deployment files -------------------------------------------------------------------------------
 
 
 def test_space_front_matter_pins_the_installed_gradio() -> None:
     head = (ROOT / "README.md").read_text(encoding="utf-8").split("---")[1]
-    meta = dict(line.split(": ", 1) for line in head.strip().splitlines())
+    meta = dict(line.split(": ", 1) for line in head.strip().splitlines() if ": " in line)
     assert meta["sdk"] == "gradio" and meta["app_file"] == "app.py" and meta["python_version"] == '"3.11"'
     assert meta["sdk_version"] == gr.__version__
 
 
-def test_dockerfile_runs_as_uid_1000_on_7860_with_writable_caches() -> None:
+def test_dockerfile_and_requirements() -> None:
     text = (ROOT / "Dockerfile").read_text(encoding="utf-8")
-    for needle in ("useradd -m -u 1000 user", "USER user", "EXPOSE 7860", "GRADIO_SERVER_NAME=0.0.0.0",
-                   "HF_HOME=", "TRITON_CACHE_DIR=", "MPLCONFIGDIR=", "GRADIO_TEMP_DIR=",
-                   "-r requirements.txt", "-e . --no-deps", 'CMD ["python", "app.py"]'):  # fmt: skip
+    for needle in (
+        "useradd -m -u 1000 user",
+        "USER user",
+        "EXPOSE 7860",
+        "GRADIO_SERVER_NAME=0.0.0.0",
+        "HF_HOME=",
+        "TRITON_CACHE_DIR=",
+        "MPLCONFIGDIR=",
+        "GRADIO_TEMP_DIR=",
+        "-r requirements.txt",
+        "-e . --no-deps",
+        'CMD ["python", "app.py"]',
+    ):
         assert needle in text, needle
+    assert "bigain-examples" not in text  # the examples folder is private to the process
+    assert "scikit-image" in (ROOT / "requirements.txt").read_text(encoding="utf-8")
 
 
-def test_execution_setting_offers_only_what_runs_here(monkeypatch) -> None:
-    monkeypatch.setattr(app, "ZERO_GPU", False)
-    monkeypatch.setattr(app.execution, "default_device", lambda: "cpu")
-    assert app._execution_modes() == ["eager", "compile"]
-    assert app._execution(None) == "eager"
-    with pytest.raises(ValueError, match="not available here"):
-        app._execution("cudagraph")
-    monkeypatch.setattr(app, "ZERO_GPU", True)  # ZeroGPU: a borrowed CUDA GPU, no torch.compile
-    assert app._execution_modes() == ["eager", "cudagraph"]
-    with pytest.raises(gr.Error, match="not available here"):
-        app.generate("digits-dit", "7", TWO, steps=STEPS, execution="compile", progress=_quiet)
+def test_budget_is_read_from_the_environment(monkeypatch) -> None:
+    from bigain.jobs import budget_from_env
+
+    monkeypatch.delenv("BIGAIN_MAX_SECONDS", raising=False)
+    assert budget_from_env() == 300
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "0.01")
+    with pytest.raises(gr.Error, match="time budget"):
+        list(common.stream(lambda job, report: [time.sleep(0.05), job.check()], 1))
+    assert np.isclose(budget_from_env(), 0.01)

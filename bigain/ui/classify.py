@@ -1,0 +1,247 @@
+"""Compare classification: the diffusion classifier under the baseline and each method, on one image."""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from bigain import explain, viz
+from bigain.images import read_image
+from bigain.ui import knobs
+from bigain.ui.checked import CheckedImage, CheckedNumber, CheckedTextbox
+from bigain.ui.common import (
+    DEFAULT_MODEL,
+    HEAVY,
+    HEAVY_SLOTS,
+    check_execution,
+    friendly,
+    gpu,
+    job_progress,
+    model,
+    named_event,
+    stream,
+)
+from bigain.ui.shared import MAX_SEED, execution_picker, model_picker, timing_rounds
+
+MAX_CLASSES = 100
+OUTPUTS = ["table", "summary", "evidence"]
+
+
+def classes_of(text: str | None) -> list[str] | None:
+    if text is None or not text.strip():
+        return None
+    names = [c.strip() for c in text.replace("\n", ",").split(",")]
+    bad = None
+    if any(not c for c in names):
+        bad = "a comma-separated list without empty entries (two commas in a row?)"
+    elif len(names) > MAX_CLASSES:
+        bad = f"at most {MAX_CLASSES} classes per request, got {len(names)}"
+    elif dup := sorted({c for c in names if names.count(c) > 1}):
+        bad = f"a list without duplicated classes ({html.escape(', '.join(dup)[:80])})"
+    elif len(names) < 2:
+        bad = "at least two classes to choose between"
+    if bad:
+        raise gr.Error(f"Classes must be {bad}.", print_exception=False)
+    return names
+
+
+def _image(image: Any) -> Any:
+    if image is None:
+        raise gr.Error("Image is missing: upload an image or pick an example first.", print_exception=False)
+    if isinstance(image, str):
+        image = read_image(image)
+    return image
+
+
+def _duration(model_name: str, image: Any, classes: Any, methods: list[str], rounds: int, *_: Any, **__: Any) -> float:
+    return float(min(300, 20 + 10 * (len(methods or []) + 1) * (rounds + 1)))
+
+
+@gpu(_duration)
+def _compare(
+    model_name: str,
+    image: Any,
+    classes: list[str] | None,
+    methods: list[str],
+    rounds: int,
+    settings: dict,
+    seed: int,
+    mode: str,
+    progress: Any,
+) -> list:
+    meths = explain.methods_from_settings(methods or [], settings)
+    return explain.compare_classification(
+        model(model_name), image, meths, classes=classes, seed=seed, progress=progress, rounds=rounds, mode=mode
+    )
+
+
+def outputs(rows: list[explain.ClassificationRow]) -> tuple[Any, ...]:
+    top: dict[str, list[Any]] = {"rank": list(range(1, 6))}
+    for r in rows:
+        cells = [f"{k.cls} ({k.score:.2f})" for k in r.result.ranking[:5]]
+        top[r.label] = cells + [""] * (5 - len(cells))
+    cost = "\n".join(
+        f"- **{html.escape(r.label)}**: {r.result.n_evals} (class, timestep) evaluations in {r.result.n_calls} "
+        f"batched denoiser call{'s' if r.result.n_calls != 1 else ''}, {r.wall_s:.2f} s (×{r.speedup:.2f} vs baseline)"
+        for r in rows
+    )
+    summary = f"{explain.agreement(rows)}\n\n{cost}"
+    return pd.DataFrame(top), summary, viz.error_figure({r.label: r.result for r in rows})
+
+
+@friendly
+def classify(
+    model_name: str,
+    image: Any,
+    classes: str | None,
+    methods: list[str] | None,
+    settings: dict | None = None,
+    seed: int = 0,
+    rounds: int = 3,
+    execution: str = "eager",
+    progress: Any = None,
+) -> tuple[Any, ...]:
+    """Classify one image with the diffusion classifier under the baseline and each method.
+    Returns (top-5 table per method, agreement and cost summary, per-class error plot)."""
+    rows = _compare(
+        model_name,
+        _image(image),
+        classes_of(classes),
+        list(methods or []),
+        rounds,
+        settings or {},
+        seed,
+        check_execution(execution),
+        progress,
+    )
+    return outputs(rows)
+
+
+def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) -> Iterator[Any]:
+    settings = knobs.settings(values)
+    image, classes = _image(values["image"]), classes_of(values["classes"])
+    mode = check_execution(values.get("execution"))
+
+    def work(job: Any, report: Any) -> tuple[Any, ...]:
+        return outputs(
+            _compare(
+                values["model_name"],
+                image,
+                classes,
+                list(values["methods"] or []),
+                int(values.get("rounds") or 1),
+                settings,
+                values.get("seed") or 0,
+                mode,
+                job_progress(job, report),
+            )
+        )
+
+    yield from stream(work, len(OUTPUTS), request, progress)
+
+
+@functools.lru_cache(maxsize=1)
+def startup() -> tuple[Any, ...]:
+    return classify(DEFAULT_MODEL, explain.digit_examples()[3][0], "", list(knobs.PAPER), rounds=1)
+
+
+def build() -> dict[str, Any]:
+    examples = explain.digit_examples()
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            c_model, _, c_note = model_picker("cls", with_condition=False)
+            c_image = CheckedImage(
+                value=examples[3][0],
+                image_mode=None,
+                format="png",
+                label="Image",
+                height=256,
+                elem_id="cls-image",
+                elem_classes=["pixelated", "upscale"],
+                sources=["upload", "clipboard"],
+            )
+            gr.Examples(
+                examples,
+                inputs=c_image,
+                label="Digits from the held-out test split (click one)",
+                example_labels=[f"digit {i}" for i in range(len(examples))],
+                elem_id="cls-examples",
+            )
+            c_classes = CheckedTextbox(
+                value="",
+                label="Classes",
+                placeholder="3, 5, 8",
+                max_lines=1,
+                elem_id="cls-classes",
+                info="comma-separated; empty = all of the model's classes",
+            )
+            c_methods = knobs.method_picker("cls")
+            c_knobs = knobs.settings_panel("cls")
+            c_seed = CheckedNumber(value=0, integer=True, label="Seed", minimum=0, maximum=MAX_SEED)
+            c_rounds = timing_rounds()
+            c_exec = execution_picker()
+            c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button")
+        with gr.Column(scale=2):
+            first = startup()
+            gr.Markdown(
+                "The diffusion classifier picks the class whose prompt lets the model **denoise the image best**. "
+                "Below: the digit 3 of the test split, classified when the app started; pick another image and "
+                "press **Classify**.",
+                elem_classes=["note"],
+            )
+            c_summary = gr.Markdown(first[1], label="Agreement and cost", elem_id="cls-summary")
+            c_table = gr.Dataframe(
+                first[0], label="Top-5 classes per method: class (score)", elem_id="cls-table", wrap=True
+            )
+            gr.Markdown(
+                "#### The evidence\nFor every class, how well the model denoises the image at each noise "
+                "level when told it is that class: the lowest curve wins."
+            )
+            c_plot = gr.Plot(
+                first[2], label="Per-class denoising error", format="png", show_label=False, elem_id="cls-plot"
+            )
+    inputs = {
+        "model_name": c_model,
+        "image": c_image,
+        "classes": c_classes,
+        "methods": c_methods,
+        **c_knobs,
+        "seed": c_seed,
+        "rounds": c_rounds,
+        "execution": c_exec,
+    }
+    keys = list(inputs)
+    defaults = {
+        "classes": "",
+        "methods": list(knobs.PAPER),
+        **knobs.defaults(),
+        "seed": 0,
+        "rounds": 3,
+        "execution": "eager",
+    }
+    event = named_event(_event, keys, defaults)
+    event.__name__ = "classify"
+    c_btn.click(
+        event,
+        [inputs[k] for k in keys],
+        [c_table, c_summary, c_plot],
+        api_name="classify",
+        concurrency_id=HEAVY,
+        concurrency_limit=HEAVY_SLOTS,
+        trigger_mode="once",
+    )
+    from bigain.ui.shared import on_model
+
+    c_model.change(
+        lambda name: on_model(name, with_condition=False),
+        c_model,
+        [c_note, c_btn],
+        api_visibility="undocumented",
+        queue=False,
+    )
+    return {"model": c_model, "button": c_btn}

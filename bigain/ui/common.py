@@ -1,0 +1,281 @@
+"""What every tab shares: models and their availability, errors as sentences, the fair queue with a
+per-visitor limit, stoppable jobs with a time budget, ZeroGPU, execution modes."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import html
+import inspect
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from bigain import execution
+from bigain.errors import BigainError, Stopped
+from bigain.jobs import Job, budget_from_env, run_stoppable
+from bigain.models import load_model
+from bigain.zoo import CARDS
+
+log = logging.getLogger("bigain.app")
+ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_MODEL = "digits-dit"
+QUEUE_SIZE = 16  # requests waiting in Gradio's queue, all visitors together
+HEAVY = "heavy"  # the concurrency group of every event that runs a model
+HEAVY_SLOTS = 4  # requests of that group admitted at once (one computes, the rest wait their turn here)
+MAX_SAMPLES = 8
+
+try:  # ZeroGPU Spaces: the decorator borrows a GPU per call; elsewhere it is not installed
+    import spaces
+
+    ZERO_GPU = True
+except ImportError:
+    spaces = None
+    ZERO_GPU = False
+
+
+# ---- models ----------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=3)
+def model(name: str) -> Any:
+    """A loaded model, cached: one copy serves every method (methods switch without re-patching)."""
+    if not name:
+        raise gr.Error("Model must be chosen.", print_exception=False)
+    return load_model(name)
+
+
+def available(name: str) -> bool:
+    """Whether a card's weights are here without asking the network (embedded: shipped; hub: in the cache)."""
+    card = CARDS[name]
+    if card.source == "embedded":
+        return True
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(card.repo, "model_index.json"), str)
+    except Exception:
+        return False
+
+
+def unavailable_note(name: str) -> str:
+    """One sentence on how to get a hub model's weights."""
+    card = CARDS[name]
+    return (
+        f"**{html.escape(card.name)} is not available here**: its weights ({html.escape(card.repo)}) are not in "
+        f"the Hugging Face cache. Run `hf download {html.escape(card.repo)}` on a machine with a network connection "
+        "(or list it under `preload_from_hub` in a Space's README), then restart the app."
+    )
+
+
+def model_choices() -> list[tuple[str, str]]:
+    """Every card of the zoo; the embedded ones first; hub ones marked when their weights are missing."""
+    out = []
+    for name, card in sorted(CARDS.items(), key=lambda kv: kv[1].source != "embedded"):
+        where = "embedded, CPU" if card.source == "embedded" else "hub, GPU"
+        state = "" if available(name) else " · not downloaded"
+        out.append((f"{name} ({where}{state})", name))
+    return out
+
+
+# ---- errors ----------------------------------------------------------------------------------
+
+
+def sentence(e: BaseException) -> str:
+    msg = str(e.args[0]) if isinstance(e, KeyError) and e.args else str(e)
+    return html.escape((msg or type(e).__name__).strip(), quote=False)
+
+
+def as_gr_error(e: BaseException) -> gr.Error:
+    if isinstance(e, gr.Error):
+        return e
+    if isinstance(e, (BigainError, ValueError, TypeError, KeyError, OSError)):
+        return gr.Error(sentence(e), print_exception=False)
+    log.error("unexpected error:\n%s", "".join(traceback.format_exception(e)))
+    return gr.Error(f"Something went wrong ({type(e).__name__}: {sentence(e)}). Please try again.")
+
+
+def friendly(fn: Callable) -> Callable:
+    """Turn any failure into a readable gr.Error so the app keeps serving the next request."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:
+            raise as_gr_error(e) from e
+
+    return wrapper
+
+
+# ---- the fair queue: one job per visitor, one computing at a time, each stoppable ---------------
+
+
+class Admission:
+    """Who may run: each visitor (session, and client address) one job at a time; jobs compute one
+    after the other in arrival order (a ticket queue), waiting ones keep yielding so they can be cancelled."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Condition()
+        self._visitors: set[str] = set()
+        self._next = 0  # next ticket to hand out
+        self._serving = 0  # ticket allowed to compute
+        self._done: set[int] = set()  # tickets that left before their turn came
+        self.running: list[Job] = []  # jobs computing now (tests look at them)
+
+    @staticmethod
+    def visitor_keys(request: gr.Request | None) -> list[str]:
+        if request is None:
+            return []
+        keys = []
+        if getattr(request, "session_hash", None):
+            keys.append(f"session:{request.session_hash}")
+        headers = getattr(request, "headers", None) or {}
+        forwarded = headers.get("x-forwarded-for", "") if hasattr(headers, "get") else ""
+        host = forwarded.split(",")[0].strip() or getattr(getattr(request, "client", None), "host", "") or ""
+        if host and os.environ.get("BIGAIN_PER_IP", "1") != "0":
+            keys.append(f"ip:{host}")
+        return keys
+
+    def enter(self, keys: Sequence[str]) -> int:
+        with self._lock:
+            if any(k in self._visitors for k in keys):
+                raise gr.Error(
+                    "You already have a run in progress: wait for it to finish (or stop it) before starting another.",
+                    print_exception=False,
+                )
+            self._visitors.update(keys)
+            ticket = self._next
+            self._next += 1
+            return ticket
+
+    def my_turn(self, ticket: int, timeout: float) -> bool:
+        with self._lock:
+            return self._lock.wait_for(lambda: self._serving == ticket, timeout)
+
+    def ahead(self, ticket: int) -> int:
+        return ticket - self._serving
+
+    def leave(self, keys: Sequence[str], ticket: int) -> None:
+        with self._lock:
+            self._visitors.difference_update(keys)
+            self._done.add(ticket)
+            while self._serving in self._done:  # tickets that left (finished, failed or cancelled) are skipped
+                self._done.discard(self._serving)
+                self._serving += 1
+            self._lock.notify_all()
+
+
+ADMISSION = Admission()
+
+
+def stream(
+    work: Callable[[Job], Any], n_outputs: int, request: gr.Request | None = None, progress: Any = None
+) -> Iterator[Any]:
+    """Run ``work(job)`` as a stoppable job for one request; yield "unchanged" while waiting and
+    computing, then the result. Closing the generator (a cancelled or disconnected request: Gradio
+    closes it at its next yield) cancels the job, which stops at its next denoiser call."""
+    keys = Admission.visitor_keys(request)
+    ticket = ADMISSION.enter(keys)
+    skip = tuple(gr.skip() for _ in range(n_outputs)) if n_outputs > 1 else gr.skip()
+    job = Job(budget_s=budget_from_env())
+    state: dict[str, Any] = {"frac": 0.0, "desc": "starting"}
+
+    def report(frac: float, desc: str | None = None) -> None:
+        state["frac"], state["desc"] = min(max(float(frac), 0.0), 1.0), desc or ""
+
+    def tell(desc: str, frac: float | None = None) -> None:
+        if progress is not None:
+            with contextlib.suppress(Exception):
+                progress(state["frac"] if frac is None else frac, desc=desc)
+
+    try:
+        while not ADMISSION.my_turn(ticket, 0.25):
+            tell(f"waiting for {ADMISSION.ahead(ticket)} run(s) ahead", 0.0)
+            if job.elapsed() > (job.budget_s or float("inf")):
+                raise Stopped("the request waited longer than its time budget in the queue; try again later")
+            yield skip
+        job.started = time.monotonic()  # the budget counts computing, not waiting
+        ADMISSION.running.append(job)
+        inner = run_stoppable(lambda j: work(j, report), job)
+        try:
+            for value in inner:
+                if value is None:
+                    tell(state["desc"])
+                    yield skip
+                else:
+                    yield value
+        finally:
+            inner.close()
+            job.cancel()
+            ADMISSION.running.remove(job)
+    except (gr.Error, GeneratorExit):
+        raise
+    except Exception as e:
+        raise as_gr_error(e) from e
+    finally:
+        ADMISSION.leave(keys, ticket)
+
+
+def job_progress(job: Job, report: Callable[[float, str | None], None]) -> Callable[[float, str | None], None]:
+    """The progress callback the library calls: checks the job (cancel, budget), then reports."""
+    return job.progress(lambda f, d=None: report(f, d))
+
+
+def gpu(duration: Callable[..., float]) -> Callable[[Callable], Callable]:
+    """``@spaces.GPU`` with a duration computed from the request on ZeroGPU; nothing elsewhere."""
+    if not ZERO_GPU:
+        return lambda fn: fn
+    return lambda fn: spaces.GPU(duration=duration)(fn)
+
+
+def named_event(core: Callable[..., Iterator[Any]], keys: Sequence[str], defaults: dict[str, Any]) -> Callable:
+    """An event function whose parameters are ``keys`` (so inputs bind by name, and the API shows
+    those names, with ``defaults``) plus the request and a progress tracker; it calls
+    ``core(values_by_name, request, progress)``. Keys without a default come first."""
+    empty = inspect.Parameter.empty
+    params = [
+        inspect.Parameter(k, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=defaults.get(k, empty)) for k in keys
+    ]
+
+    def bound(*args: Any) -> Iterator[Any]:
+        *values, request, progress = args
+        yield from core(dict(zip(keys, values, strict=True)), request, progress)
+
+    bound.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            *params,
+            inspect.Parameter("request", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=None),
+            inspect.Parameter("progress", inspect.Parameter.POSITIONAL_OR_KEYWORD, default=gr.Progress()),
+        ]
+    )
+    bound.__annotations__ = {"request": gr.Request}
+    bound.__name__ = core.__name__
+    bound.__doc__ = core.__doc__
+    return bound
+
+
+# ---- execution modes ------------------------------------------------------------------------
+
+
+def execution_modes() -> list[str]:
+    """Execution modes this machine offers: ZeroGPU borrows a CUDA GPU per call and has no torch.compile."""
+    device = "cuda" if ZERO_GPU else execution.default_device()
+    return execution.available_modes(device, compile_ok=not ZERO_GPU)
+
+
+def check_execution(value: Any) -> str:
+    mode = "eager" if value in (None, "") else str(value)
+    if mode not in execution_modes():
+        raise gr.Error(
+            f"Execution must be one of {execution_modes()} here, got {html.escape(repr(mode))} (not available here).",
+            print_exception=False,
+        )
+    return mode

@@ -1,0 +1,347 @@
+"""Compare generation: several samples per method from the same seeds, a baseline-vs-method slider,
+difference maps on one colour scale, the cost of this run, and the digits evaluation of the model."""
+
+from __future__ import annotations
+
+import functools
+import html
+from collections.abc import Iterator
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from bigain import explain, viz
+from bigain.explain.bundled import digits_quality
+from bigain.ui import knobs
+from bigain.ui.checked import CheckedDropdown, CheckedSlider
+from bigain.ui.common import (
+    DEFAULT_MODEL,
+    HEAVY,
+    HEAVY_SLOTS,
+    MAX_SAMPLES,
+    ROOT,
+    check_execution,
+    friendly,
+    gpu,
+    job_progress,
+    model,
+    named_event,
+    stream,
+)
+from bigain.ui.shared import execution_picker, model_picker, on_model_outputs, sampling, timing_rounds
+
+SAMPLES = 4
+OUTPUTS = ["gallery", "slider", "compare", "state", "diffs", "table", "speed", "quality", "summary"]
+
+
+def _caption(row: explain.GenerationRow) -> str:
+    """Short enough for a gallery tile: the method's name and its speed-up (settings are in the table)."""
+    return row.method.title if not row.method.compresses else f"{row.method.title} ×{row.speedup:.2f}"
+
+
+def quality_table(model_name: str, labels: list[str]) -> str:
+    """The digits evaluation for the methods of this run (not this run's numbers: 360 test images and
+    1000 samples per method, measured once by ``python -m bigain eval digits``)."""
+    q = digits_quality(ROOT / "assets", model_name)
+    if not q:
+        return (
+            f"No digits evaluation for **{html.escape(model_name)}**: quality numbers (accuracy, FID) come "
+            "from `python -m bigain eval digits`, which covers the embedded digits models."
+        )
+    lines = [
+        f"#### Quality of these settings in the digits evaluation of {html.escape(model_name)}",
+        "Measured once over the test split (classification top-1, 360 images) and 1000 generated samples "
+        "(recognised by a reference classifier; FID_ref, lower is better); — where a setting was not evaluated.",
+        "",
+        "| method | classification top-1 % | Δ vs baseline | generation recognised % | FID_ref |",
+        "|---|---|---|---|---|",
+    ]
+    for label in labels:
+        r = q.get(label, {})
+        cell = [
+            f"{r['acc']:.1f}" if "acc" in r else "—",
+            f"{r['acc_delta']:+.1f}" if "acc_delta" in r else "—",
+            f"{r['recognised']:.1f}" if "recognised" in r else "—",
+            f"{r['fid']:.1f}" if "fid" in r else "—",
+        ]
+        lines.append(f"| {html.escape(label)} | " + " | ".join(cell) + " |")
+    return "\n".join(lines)
+
+
+def _duration(
+    model_name: str,
+    condition: Any,
+    methods: list[str],
+    steps: int | None,
+    samples: int,
+    rounds: int,
+    *_: Any,
+    **__: Any,
+) -> float:
+    """ZeroGPU seconds to ask for: steps × runs × (rounds + warm-up), a little per call, clamped."""
+    card_steps = steps or 50
+    calls = card_steps * (len(methods or []) + 1) * (rounds + 1)
+    return float(min(300, 20 + calls * 0.08 * max(1, samples / 4)))
+
+
+@gpu(_duration)
+def _compare(
+    model_name: str,
+    condition: str,
+    methods: list[str],
+    steps: int | None,
+    samples: int,
+    rounds: int,
+    settings: dict,
+    seed: int,
+    guidance: float | None,
+    mode: str,
+    progress: Any,
+) -> list:
+    m = model(model_name)
+    meths = explain.methods_from_settings(methods or [], settings)
+    return explain.compare_generation(
+        m,
+        [condition] * samples,
+        meths,
+        seed=seed,
+        steps=steps,
+        guidance=guidance,
+        progress=progress,
+        rounds=rounds,
+        mode=mode,
+    )
+
+
+def _check_condition(condition: Any) -> str:
+    if condition is None or not str(condition).strip():
+        raise gr.Error("Class or prompt must be given: enter a class or a prompt.", print_exception=False)
+    return str(condition).strip()
+
+
+@friendly
+def generate(
+    model_name: str,
+    condition: str,
+    methods: list[str] | None,
+    settings: dict | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance: float | None = None,
+    samples: int = SAMPLES,
+    rounds: int = 3,
+    execution: str = "eager",
+    progress: Any = None,
+) -> tuple[Any, ...]:
+    """Generate ``samples`` images (seeds seed, seed+1, … as one batch: the same noise for every method)
+    with the baseline and each chosen method. Returns the outputs in :data:`OUTPUTS` order."""
+    if isinstance(methods, str):
+        methods = [methods]
+    rows = _compare(
+        model_name,
+        _check_condition(condition),
+        list(methods or []),
+        steps,
+        samples,
+        rounds,
+        settings or {},
+        seed,
+        guidance,
+        check_execution(execution),
+        progress,
+    )
+    return outputs(model_name, rows)
+
+
+def outputs(model_name: str, rows: list[explain.GenerationRow]) -> tuple[Any, ...]:
+    m = model(model_name)
+    base = rows[0].result.images
+    strips = {r.label: viz.strip(r.result.images, cols=2) for r in rows}  # 2×2 for the slider
+    gallery = [(viz.enlarge(im, 128), f"{_caption(r)} · {k + 1}") for r in rows for k, im in enumerate(r.result.images)]
+    others = [r.label for r in rows[1:]]
+    pick = next((lbl for lbl in others if lbl.startswith("L-GTM")), others[0] if others else rows[0].label)
+    slider = (strips[rows[0].label], strips[pick])
+    # updates, not components: built inside the page's context, a component would be drawn there
+    compare = gr.update(choices=others or [rows[0].label], value=pick, interactive=bool(others))
+    diffs = viz.difference_figure({r.label: r.result.images for r in rows[1:]}, base) if others else None
+    table = pd.DataFrame(
+        {
+            "method": [r.label for r in rows],
+            "latency (s)": [round(r.wall_s, 3) for r in rows],
+            "per denoiser call (ms)": [round(1000 * r.per_call_s, 2) for r in rows],
+            "speed-up (×)": [round(r.speedup, 2) for r in rows],
+            "GFLOPs / call": [None if r.flops is None else round(r.flops / 1e9, 4) for r in rows],
+            "FLOPs vs baseline": [None if r.flops_ratio is None else f"{r.flops_ratio:.0%}" for r in rows],
+            "mean |Δ| vs baseline": [round(r.mean_abs_diff or 0.0, 4) for r in rows],
+        }
+    )
+    speed = viz.speed_figure([r.label for r in rows], [r.speedup for r in rows], [r.flops_ratio for r in rows])
+    res = rows[0].result
+    what = "class" if m.classes else "prompt"
+    n = len(base)
+    summary = (
+        f"**{html.escape(m.card.name)}**, {what} **{html.escape(str(res.condition[0]))}**, seed {res.seed}, "
+        f"{n} sample{'s' if n != 1 else ''} per method (one batch, the same noise for every method), "
+        f"{res.sampler.upper()} {res.steps} steps, guidance {res.guidance:g}: {res.n_calls} denoiser calls per "
+        "batch. Speed-ups are wall-time ratios to the baseline measured in this run, on this machine; on a small "
+        "model and a busy CPU they are noisy and small, while FLOPs are exact."
+    )
+    return (
+        gallery,
+        slider,
+        compare,
+        strips,
+        diffs,
+        table,
+        speed,
+        quality_table(m.card.name, [r.label for r in rows]),
+        summary,
+    )
+
+
+def on_compare(strips: dict | None, label: str | None) -> Any:
+    """The slider for another method (no model call)."""
+    if not strips or label not in strips:
+        return gr.skip()
+    return (next(iter(strips.values())), strips[label])
+
+
+# ---- the event ----------------------------------------------------------------------------------
+
+FIXED = ["model_name", "condition", "methods"]
+TAIL = ["seed", "steps", "guidance", "samples", "rounds", "execution"]
+
+
+def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) -> Iterator[Any]:
+    settings = knobs.settings(values)
+    name, condition, methods = values["model_name"], _check_condition(values["condition"]), values["methods"]
+    mode = check_execution(values.get("execution"))
+
+    def work(job: Any, report: Any) -> tuple[Any, ...]:
+        rows = _compare(
+            name,
+            condition,
+            list(methods or []),
+            values.get("steps"),
+            int(values.get("samples") or 1),
+            int(values.get("rounds") or 1),
+            settings,
+            values.get("seed") or 0,
+            values.get("guidance"),
+            mode,
+            job_progress(job, report),
+        )
+        return outputs(name, rows)
+
+    yield from stream(work, len(OUTPUTS), request, progress)
+
+
+@functools.lru_cache(maxsize=2)
+def startup(model_name: str = DEFAULT_MODEL) -> tuple[Any, ...]:
+    """The finished example the tab opens with (computed once per process: few steps, one round)."""
+    card = model(model_name).card
+    return generate(
+        model_name,
+        str(model(model_name).classes[3]),
+        list(knobs.PAPER),
+        steps=min(card.steps, 25),
+        samples=SAMPLES,
+        rounds=1,
+    )
+
+
+def build() -> dict[str, Any]:
+    with gr.Row():
+        with gr.Column(scale=1, min_width=320):
+            g_model, g_cond, g_note = model_picker("gen")
+            g_methods = knobs.method_picker("gen")
+            g_knobs = knobs.settings_panel("gen")
+            g_seed, g_steps, g_guid = sampling(model(DEFAULT_MODEL).card)
+            g_samples = CheckedSlider(
+                1,
+                MAX_SAMPLES,
+                value=SAMPLES,
+                step=1,
+                integer=True,
+                label="Samples per method",
+                info="seeds seed, seed+1, …: the same noise for every method",
+            )
+            g_rounds = timing_rounds()
+            g_exec = execution_picker()
+            g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button")
+        with gr.Column(scale=3):
+            first = startup()
+            g_summary = gr.Markdown(first[8], label="Summary", elem_id="gen-summary")
+            gr.Markdown("#### Generated: the same seeds for every method (caption: speed-up over the baseline)")
+            g_gallery = gr.Gallery(
+                first[0],
+                label="Generated samples",
+                show_label=False,
+                format="png",
+                columns=SAMPLES,
+                height="auto",
+                object_fit="contain",
+                elem_id="gen-gallery",
+                elem_classes=["pixelated", "fit"],
+            )
+            with gr.Row():
+                with gr.Column(scale=2):
+                    g_slider = gr.ImageSlider(
+                        first[1],
+                        label="Baseline (left) vs method (right)",
+                        format="png",
+                        elem_id="gen-slider",
+                        elem_classes=["pixelated"],
+                    )
+                with gr.Column(scale=1):
+                    g_compare = CheckedDropdown(
+                        choices=first[2]["choices"],
+                        value=first[2]["value"],
+                        label="Compare the baseline with",
+                        elem_id="gen-compare",
+                    )
+            g_state = gr.State(first[3])
+            g_diffs = gr.Plot(
+                first[4], label="Difference from the baseline", format="png", show_label=False, elem_id="gen-diffs"
+            )
+            g_table = gr.Dataframe(first[5], label="Cost, measured in this run", elem_id="gen-table", wrap=True)
+            g_speed = gr.Plot(first[6], label="Speed-up and FLOPs", format="png", show_label=False, elem_id="gen-speed")
+            g_quality = gr.Markdown(first[7], label="Quality (digits evaluation)", elem_id="gen-quality")
+    outs = [g_gallery, g_slider, g_compare, g_state, g_diffs, g_table, g_speed, g_quality, g_summary]
+    inputs = {
+        "model_name": g_model,
+        "condition": g_cond,
+        "methods": g_methods,
+        **g_knobs,
+        "seed": g_seed,
+        "steps": g_steps,
+        "guidance": g_guid,
+        "samples": g_samples,
+        "rounds": g_rounds,
+        "execution": g_exec,
+    }
+    keys = list(inputs)
+    defaults = {
+        **knobs.defaults(),
+        "seed": 0,
+        "steps": None,
+        "guidance": None,
+        "samples": SAMPLES,
+        "rounds": 3,
+        "execution": "eager",
+    }
+    event = named_event(_event, keys, defaults)
+    event.__name__ = "generate"
+    g_btn.click(
+        event,
+        [inputs[k] for k in keys],
+        outs,
+        api_name="generate",
+        concurrency_id=HEAVY,
+        concurrency_limit=HEAVY_SLOTS,
+        trigger_mode="once",
+    )
+    g_compare.change(on_compare, [g_state, g_compare], g_slider, api_visibility="undocumented")
+    on_model_outputs(g_model, g_cond, g_steps, g_guid, g_note, g_btn)
+    return {"model": g_model, "button": g_btn}

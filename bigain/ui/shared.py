@@ -1,0 +1,108 @@
+"""Widgets several tabs use: the model picker (every card; unavailable hub models say how to get
+them), the sampling settings, timing rounds and the execution mode."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from bigain.ui.checked import CheckedDropdown, CheckedNumber, CheckedSlider
+from bigain.ui.common import DEFAULT_MODEL, available, execution_modes, model, model_choices, unavailable_note
+from bigain.zoo import CARDS
+
+MAX_SEED = 2**31 - 1
+EXAMPLE_PROMPT = {"labels": "golden retriever", "prompts": "a photo of a cat"}
+
+
+def model_picker(prefix: str, with_condition: bool = True) -> tuple[Any, Any, Any]:
+    """Model dropdown, class/prompt box (or None), and the note shown for a model that is not here."""
+    m = CheckedDropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id=f"{prefix}-model")
+    cond = None
+    if with_condition:
+        classes = [str(c) for c in model(DEFAULT_MODEL).classes]
+        cond = CheckedDropdown(
+            classes,
+            value=classes[3 % len(classes)],
+            allow_custom_value=True,
+            label="Class",
+            elem_id=f"{prefix}-condition",
+        )
+    note = gr.Markdown("", visible=False, elem_id=f"{prefix}-model-note", elem_classes=["note"])
+    return m, cond, note
+
+
+def on_model(name: str, with_condition: bool = True) -> tuple[Any, ...]:
+    """Model picked: its classes (or a prompt box), default steps and guidance, and, when its
+    weights are not here, one sentence on getting them and a disabled run button (no error state)."""
+    card = CARDS.get(name)
+    if card is None:
+        return (gr.skip(),) * (5 if with_condition else 2)
+    ok = available(name)
+    cond: Any = gr.skip()
+    if ok:
+        try:
+            m = model(name)
+        except Exception as e:  # the cache held something that does not load: say so, stay usable
+            ok, note = False, f"{unavailable_note(name)} ({type(e).__name__})"
+        else:
+            classes = [str(c) for c in (m.classes or [])]
+            cond = gr.Dropdown(
+                choices=classes,
+                value=classes[3 % len(classes)] if classes else "a photo of a cat",
+                allow_custom_value=True,
+                label="Class" if classes else "Prompt",
+            )
+            note = ""
+    else:
+        note = unavailable_note(name)
+    if not ok:
+        text = EXAMPLE_PROMPT.get(card.conditioning, "a photo of a cat")
+        cond = gr.Dropdown(
+            choices=[text],
+            value=text,
+            allow_custom_value=True,
+            label="Class" if card.conditioning == "labels" else "Prompt",
+        )
+    button = gr.Button(interactive=ok)
+    shown = gr.Markdown(note, visible=bool(note))
+    if not with_condition:
+        return shown, button
+    return cond, gr.Number(value=card.steps), gr.Number(value=card.guidance), shown, button
+
+
+def on_model_outputs(m: Any, cond: Any, steps: Any, guidance: Any, note: Any, button: Any) -> None:
+    m.change(on_model, m, [cond, steps, guidance, note, button], api_visibility="undocumented", queue=False)
+
+
+def sampling(card: Any) -> tuple[Any, Any, Any]:
+    with gr.Row():
+        seed = CheckedNumber(value=0, integer=True, label="Seed", minimum=0, maximum=MAX_SEED)
+        steps = CheckedNumber(value=card.steps, integer=True, optional=True, label="Steps", minimum=1, maximum=200)
+        guidance = CheckedNumber(value=card.guidance, optional=True, label="Guidance", minimum=0, maximum=30)
+    return seed, steps, guidance
+
+
+def timing_rounds() -> Any:
+    return CheckedSlider(
+        1,
+        5,
+        value=3,
+        step=1,
+        integer=True,
+        label="Timing rounds",
+        info="Every method runs this many times in rotating order; the fastest run counts (robust to a busy machine).",
+    )
+
+
+def execution_picker() -> Any:
+    """Shown only where there is a choice (always eager; compile where torch.compile works; CUDA graphs on a GPU)."""
+    modes = execution_modes()
+    return CheckedDropdown(
+        modes,
+        value="eager",
+        label="Execution",
+        visible=len(modes) > 1,
+        info="eager: as is. compile: torch.compile (first run compiles, then fused kernels). "
+        "cudagraph: the denoiser call captured once and replayed (GPU). Speed-ups compare within one mode.",
+    )
