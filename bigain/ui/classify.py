@@ -16,14 +16,12 @@ from bigain.ui import knobs
 from bigain.ui.checked import CheckedImage, CheckedNumber, CheckedTextbox
 from bigain.ui.common import (
     DEFAULT_MODEL,
-    HEAVY,
-    HEAVY_SLOTS,
+    bind_heavy,
     check_execution,
     friendly,
     gpu,
     job_progress,
     model,
-    named_event,
     stream,
 )
 from bigain.ui.shared import MAX_SEED, execution_picker, model_picker, timing_rounds
@@ -215,7 +213,6 @@ def build() -> dict[str, Any]:
         "rounds": c_rounds,
         "execution": c_exec,
     }
-    keys = list(inputs)
     defaults = {
         "classes": "",
         "methods": list(knobs.PAPER),
@@ -224,17 +221,7 @@ def build() -> dict[str, Any]:
         "rounds": 3,
         "execution": "eager",
     }
-    event = named_event(_event, keys, defaults)
-    event.__name__ = "classify"
-    c_btn.click(
-        event,
-        [inputs[k] for k in keys],
-        [c_table, c_summary, c_plot],
-        api_name="classify",
-        concurrency_id=HEAVY,
-        concurrency_limit=HEAVY_SLOTS,
-        trigger_mode="once",
-    )
+    bind_heavy(c_btn, _event, "classify", inputs, defaults, [c_table, c_summary, c_plot])
     from bigain.ui.shared import on_model
 
     c_model.change(

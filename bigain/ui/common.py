@@ -262,6 +262,32 @@ def named_event(core: Callable[..., Iterator[Any]], keys: Sequence[str], default
     return bound
 
 
+def bind_heavy(
+    button: Any,
+    core: Callable[..., Iterator[Any]],
+    name: str,
+    inputs: dict[str, Any],
+    defaults: dict[str, Any],
+    outputs: list[Any],
+    api: bool = True,
+) -> None:
+    """Wire a model-running event to ``button``: inputs bound by name (:func:`named_event`), the fair
+    queue's heavy group, one click at a time; ``api``: listed in ``view_api()`` as ``/name``."""
+    keys = list(inputs)
+    event = named_event(core, keys, defaults)
+    event.__name__ = name
+    visibility: dict[str, Any] = {"api_name": name} if api else {"api_visibility": "undocumented"}
+    button.click(
+        event,
+        [inputs[k] for k in keys],
+        outputs,
+        concurrency_id=HEAVY,
+        concurrency_limit=HEAVY_SLOTS,
+        trigger_mode="once",
+        **visibility,
+    )
+
+
 # ---- execution modes ------------------------------------------------------------------------
 
 

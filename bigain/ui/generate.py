@@ -17,16 +17,14 @@ from bigain.ui import knobs
 from bigain.ui.checked import CheckedDropdown, CheckedSlider
 from bigain.ui.common import (
     DEFAULT_MODEL,
-    HEAVY,
-    HEAVY_SLOTS,
     MAX_SAMPLES,
     ROOT,
+    bind_heavy,
     check_execution,
     friendly,
     gpu,
     job_progress,
     model,
-    named_event,
     stream,
 )
 from bigain.ui.shared import execution_picker, model_picker, on_model_outputs, sampling, timing_rounds
@@ -321,7 +319,6 @@ def build() -> dict[str, Any]:
         "rounds": g_rounds,
         "execution": g_exec,
     }
-    keys = list(inputs)
     defaults = {
         **knobs.defaults(),
         "seed": 0,
@@ -331,17 +328,7 @@ def build() -> dict[str, Any]:
         "rounds": 3,
         "execution": "eager",
     }
-    event = named_event(_event, keys, defaults)
-    event.__name__ = "generate"
-    g_btn.click(
-        event,
-        [inputs[k] for k in keys],
-        outs,
-        api_name="generate",
-        concurrency_id=HEAVY,
-        concurrency_limit=HEAVY_SLOTS,
-        trigger_mode="once",
-    )
+    bind_heavy(g_btn, _event, "generate", inputs, defaults, outs)
     g_compare.change(on_compare, [g_state, g_compare], g_slider, api_visibility="undocumented")
     on_model_outputs(g_model, g_cond, g_steps, g_guid, g_note, g_btn)
     return {"model": g_model, "button": g_btn}

@@ -12,7 +12,15 @@ import gradio as gr
 
 from bigain import explain, viz
 from bigain.ui import knobs
-from bigain.ui.common import DEFAULT_MODEL, HEAVY, HEAVY_SLOTS, friendly, gpu, job_progress, model, named_event, stream
+from bigain.ui.common import (
+    DEFAULT_MODEL,
+    bind_heavy,
+    friendly,
+    gpu,
+    job_progress,
+    model,
+    stream,
+)
 from bigain.ui.shared import model_picker, on_model_outputs, sampling
 
 OUTPUTS = ["state", "image", "step", "block", "gate", "merges", "kv", "caption"]
@@ -176,18 +184,8 @@ def build() -> dict[str, Any]:
         "steps": i_steps,
         "guidance": i_guid,
     }
-    keys = list(inputs)
-    event = named_event(_event, keys, {**knobs.defaults(), "seed": 0, "steps": None, "guidance": None})
-    event.__name__ = "look_inside"
-    i_btn.click(
-        event,
-        [inputs[k] for k in keys],
-        [i_state, i_image, i_step, i_block, *figs],
-        api_visibility="undocumented",
-        concurrency_id=HEAVY,
-        concurrency_limit=HEAVY_SLOTS,
-        trigger_mode="once",
-    )
+    defaults = {**knobs.defaults(), "seed": 0, "steps": None, "guidance": None}
+    bind_heavy(i_btn, _event, "look_inside", inputs, defaults, [i_state, i_image, i_step, i_block, *figs], api=False)
     for ev in (i_step.release, i_block.change):
         ev(inside_step, [i_state, i_step, i_block], figs, api_visibility="undocumented")
     on_model_outputs(i_model, i_cond, i_steps, i_guid, i_note, i_btn)
