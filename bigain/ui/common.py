@@ -215,6 +215,8 @@ def stream(
         finally:
             inner.close()
             job.cancel()
+            if job.worker is not None:  # the call in flight finishes before the next run may start
+                job.worker.join(timeout=30)
             ADMISSION.running.remove(job)
     except (gr.Error, GeneratorExit):
         raise
