@@ -40,8 +40,6 @@ def _out_path(path: Path, what: str = "--out") -> Path:
     """An output image file: not a folder, a suffix PIL can write."""
     from PIL import Image
 
-    from bigain.errors import BadInput
-
     if path.is_dir():
         raise BadInput(f"{what} {path} is a folder; give a file name such as {path / 'image.png'}")
     if path.suffix.lower() not in Image.registered_extensions():

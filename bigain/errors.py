@@ -11,6 +11,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+
 
 class BigainError(Exception):
     """Base of every error bigain raises on purpose."""
@@ -30,8 +32,6 @@ class Stopped(BigainError):
 
 def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
     """``v`` as an int if it is one (numpy ints too; not bools, floats or strings) within [lo, hi]."""
-    import numpy as np
-
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
         raise BadType(f"{name} must be an integer{_range(lo, hi)}, got {_show(v)}")
     v = int(v)
@@ -42,8 +42,6 @@ def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -
 
 def check_number(name: str, v: Any, lo: float | None = None, hi: float | None = None) -> float:
     """``v`` as a float if it is a finite real number (not a bool or a string) within [lo, hi]."""
-    import numpy as np
-
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise BadType(f"{name} must be a number{_range(lo, hi)}, got {_show(v)}")
     v = float(v)

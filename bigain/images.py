@@ -67,7 +67,7 @@ def read_image(path: str | os.PathLike) -> Any:
 
 def _finite(arr: np.ndarray, what: str = "the image") -> np.ndarray:
     if not np.isfinite(arr).all():
-        raise BadInput(f"{what} has NaN or infinite pixel values")
+        raise BadInput(f"{what} has NaN or infinite values")
     return arr
 
 
@@ -101,9 +101,7 @@ def _as_array(image: Any) -> np.ndarray:
         elif arr.dtype == np.uint16:
             arr = arr.astype(np.float64) / 65535.0
         elif np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer):
-            arr = arr.astype(np.float64)
-            if not np.isfinite(arr).all():
-                raise BadInput("the image array has NaN or infinite values")
+            arr = _finite(arr.astype(np.float64), "the image array")
             lo, hi = arr.min(), arr.max()
             arr = (arr + 1) / 2 if lo < 0 else (arr if hi <= 1 else arr / 255.0)
         else:

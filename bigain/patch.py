@@ -36,7 +36,7 @@ import torch
 from bigain.backbones import Backbone, JointProcessor, Target, adapter_for
 from bigain.backbones.base import WrappedProcessor
 from bigain.errors import BadInput, BadType
-from bigain.methods import AttnCall, Baseline, CallInfo, Method
+from bigain.methods import AttnCall, Baseline, CallInfo, Method, parse_method
 from bigain.ops import rng
 from bigain.record import current as current_recorder
 from bigain.record import emit
@@ -249,9 +249,8 @@ def _call_info(state: _State, sample: torch.Tensor, t: Any, method: Method, kwar
     if getattr(loc, "steps_of", None) is not method:  # assignments kept across calls belong to one method
         loc.steps, loc.steps_of = {}, method
     scale = 1.0 if isinstance(t, (int, float)) else float(state.backbone.timestep_scale)
-    info = CallInfo(hw, t, int(sample.shape[0]), sample.dtype, step.final, step.recompute, key, grids, steps=loc.steps)
-    info.t_scale = scale
-    return info
+    b, final, again = int(sample.shape[0]), step.final, step.recompute
+    return CallInfo(hw, t, b, sample.dtype, final, again, key, grids, steps=loc.steps, t_scale=scale)
 
 
 class BigainProcessor(WrappedProcessor):
@@ -384,8 +383,6 @@ def _checked(net: torch.nn.Module, method: Method | str, blocks: tuple[int, ...]
     """Validate ``method`` (a Method or a spec string such as ``"lgtm:ratio=0.5"``) for ``net`` without
     touching it (a throwaway state if it is not patched)."""
     if isinstance(method, str):
-        from bigain.methods import parse_method
-
         method = parse_method(method)
     state = _state(net) or _State(net, blocks)
     state.check(method)
