@@ -1,11 +1,13 @@
-"""Train the embedded digits models: ``python -m bigain.train digits-dit|digits-unet``.
+"""Train an embedded model: ``python -m bigain train glyphs-dit|glyphs-unet|digits-dit|digits-unet``.
 
-Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE) on the train
-split of scikit-learn's digits upsampled to 16×16 (for the U-Net folded 2×2 → 4 channels at 8×8 by a
-lossless space-to-depth, so its attention tokens are not redundant copies of each other),
-class-conditional with 10% label dropout for classifier-free guidance (dropped once per sample to
+Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE) on a train split that
+ships with the package registries: letters rendered from matplotlib's fonts at 32×32 (:mod:`bigain.glyphs`,
+held-out fonts never seen; 1024 tokens at every compressed layer), or scikit-learn's digits upsampled
+to 16×16 (:mod:`bigain.digits`; for the U-Net folded 2×2 → 4 channels at 8×8 by a lossless
+space-to-depth, so its attention tokens are not redundant copies of each other), class-conditional with 10% label dropout for classifier-free guidance (dropped once per sample to
 the null class), AdamW with warm-up and cosine decay, an EMA of the weights (what ships).
-Deterministic from ``--seed`` on CPU.
+Deterministic from ``--seed`` on CPU, and resumable: a checkpoint (weights, EMA, optimiser, data
+stream) is written every ``--checkpoint-every`` steps and ``--resume`` continues it to the same result.
 Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` (the training record,
 with the run's :func:`bigain.provenance.provenance`) to the output folder.
 """
@@ -24,14 +26,37 @@ from typing import Any
 import torch
 from torch import nn
 
-from bigain import digits, provenance, zoo
+from bigain import digits, glyphs, provenance, zoo
 from bigain.backbones import adapter_for_class
 from bigain.images import to_latent
 from bigain.zoo import DIGITS_SCHEDULE, Arch, label_condition
 
-EMBEDDED = ("digits-dit", "digits-unet")
+EMBEDDED = ("glyphs-dit", "glyphs-unet", "digits-dit", "digits-unet")
+#: Jittered renderings per (train font, letter) in the glyph models' training bank.
+GLYPH_BANK = 48
 
-NULL_CLASS = digits.NUM_CLASSES  # id of the unconditional label / token sequence
+
+@dataclass(frozen=True)
+class Data:
+    """A model's training data: images (N, 1, R, R) in [-1, 1], labels (N,), class names, split record."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...]
+    split: dict[str, Any]
+
+    @property
+    def null_class(self) -> int:  # id of the unconditional label / token sequence
+        return len(self.classes)
+
+
+def data_for(name: str, res: int) -> Data:
+    """The train split of an embedded model's dataset (by the model's name prefix)."""
+    if name.startswith("glyphs"):
+        x, y = glyphs.load("train", per_glyph=GLYPH_BANK)
+        return Data(x, y, glyphs.CLASSES, {**glyphs.split_record(), "per_glyph": GLYPH_BANK})
+    x, y = digits.load("train", size=res)
+    return Data(x, y, tuple(str(i) for i in range(digits.NUM_CLASSES)), digits.split_record())
 
 
 @dataclass(frozen=True)
@@ -45,14 +70,15 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     log_every: int = 25
+    checkpoint_every: int = 50
 
 
-#: Default step counts, sized for ~20 minutes on one contended CPU core each.
-DEFAULT_STEPS = {"digits-dit": 1500, "digits-unet": 2500}
+#: Default (steps, batch): digits ~20 minutes on one contended CPU core each, glyphs ~80 minutes.
+DEFAULTS = {"glyphs-dit": (1100, 24), "glyphs-unet": (1200, 16), "digits-dit": (1500, 64), "digits-unet": (2500, 64)}
 
 
 def eps_call(net: nn.Module, tokens: nn.Module | None, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
-    """One denoiser call of an embedded model: x (B, C_lat, L, L), t (B,), y (B,) labels (10 = null) → ε like x."""
+    """One denoiser call of an embedded model: x (B, C_lat, L, L), t (B,), y (B,) labels (num classes = null) → ε."""
     return adapter_for_class(type(net).__name__).call(net, x, t, label_condition(tokens, y))
 
 
@@ -71,10 +97,12 @@ def train(
     quiet: bool = False,
     device: str | torch.device = "cpu",
     command: str | None = None,
+    resume: bool = False,
 ) -> dict:
     """Train ``name`` and write it to ``out``; returns the training record. ``arch`` overrides the
     architecture (tests use a tiny one). Randomness is drawn on the CPU whatever ``device`` is, so
-    the data order, label drops, timesteps and noise are the same on every device."""
+    the data order, label drops, timesteps and noise are the same on every device. ``resume``:
+    continue from ``out/checkpoint.pt`` (same config), which gives the weights an uninterrupted run gives."""
     from safetensors.torch import save_file
 
     # at the start: edits made while it trains do not change what it trains
@@ -82,7 +110,8 @@ def train(
     torch.manual_seed(cfg.seed)
     spec = zoo.arch(name) if arch is None else arch
     dev = torch.device(device)
-    net, tokens = _build(name, spec)
+    data = data_for(name, spec.res)
+    net, tokens = _build(spec, len(data.classes))
     net.to(dev)
     if tokens is not None:
         tokens.to(dev)
@@ -92,16 +121,22 @@ def train(
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     acp = _alphas_cumprod().to(dev)
-    f = spec.space_to_depth
-    x_img, y_all = digits.load("train", size=spec.res)
-    x_all = to_latent(x_img, f)
+    x_all, y_all = to_latent(data.images, spec.space_to_depth), data.labels
     gen = torch.Generator().manual_seed(cfg.seed)
     curve: list[dict[str, float]] = []
-    acc, t0 = 0.0, time.perf_counter()
-    for step in range(cfg.steps):
+    start, spent = 0, 0.0
+    ckpt = out / "checkpoint.pt"
+    acc = 0.0
+    if resume and ckpt.is_file():
+        start, spent, curve = _restore(ckpt, cfg, params, ema, opt, gen)
+        acc = curve.pop()["acc"]  # the loss summed so far in the open log window
+        if not quiet:
+            print(f"{name}: resumed at step {start} ({spent:.0f} s spent)")
+    t0 = time.perf_counter() - spent
+    for step in range(start, cfg.steps):
         idx = torch.randint(0, len(x_all), (cfg.batch_size,), generator=gen)
         x0, y = x_all[idx], y_all[idx].clone()
-        y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_drop] = NULL_CLASS
+        y[torch.rand(cfg.batch_size, generator=gen) < cfg.label_drop] = data.null_class
         t = torch.randint(0, len(acp), (cfg.batch_size,), generator=gen)
         noise = torch.randn(x0.shape, generator=gen)
         x0, y, t, noise = x0.to(dev), y.to(dev), t.to(dev), noise.to(dev)
@@ -125,6 +160,8 @@ def train(
             acc = 0.0
             if not quiet:
                 print(f"{name} step {step + 1}/{cfg.steps} loss {curve[-1]['loss']:.4f} {curve[-1]['elapsed_s']:.0f}s")
+        if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
+            _checkpoint(ckpt, step + 1, time.perf_counter() - t0, curve + [{"acc": acc}], cfg, params, ema, opt, gen)
     wall = time.perf_counter() - t0
     with torch.no_grad():
         for e, p in zip(ema, params, strict=True):
@@ -134,7 +171,7 @@ def train(
     if tokens is not None:
         state.update({f"tokens.{k}": v.detach().half().cpu().contiguous() for k, v in tokens.state_dict().items()})
     save_file(state, str(out / "model.safetensors"))
-    config = _config(name, spec)
+    config = _config(name, spec, data)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     record = {
         "model": name,
@@ -142,6 +179,7 @@ def train(
         "seed": cfg.seed,
         "train": cfg.__dict__,
         "steps": cfg.steps,
+        "resumed": bool(start),
         "final_loss": curve[-1]["loss"],
         "loss_curve": curve,
         "wall_s": wall,
@@ -149,17 +187,49 @@ def train(
         "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
         "parameters": sum(p.numel() for p in params),
         "weights_bytes": (out / "model.safetensors").stat().st_size,
-        "split": digits.split_record(),
+        "split": data.split,
         "git_commit": prov["git_commit"],  # also in provenance; kept: evaluations key their reuse on it
         "torch": torch.__version__,
         "provenance": prov,
     }
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    ckpt.unlink(missing_ok=True)
     return record
 
 
-def _build(name: str, spec: Arch) -> tuple[nn.Module, nn.Module | None]:
-    net, tokens = zoo.build(spec, num_classes=digits.NUM_CLASSES, seed=None)
+def _checkpoint(path: Path, step: int, spent: float, curve: list, cfg: TrainConfig, params, ema, opt, gen) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "step": step,
+        "spent_s": spent,
+        "curve": curve,
+        "config": cfg.__dict__,
+        "params": [p.detach().cpu() for p in params],
+        "ema": [e.cpu() for e in ema],
+        "opt": opt.state_dict(),
+        "gen": gen.get_state(),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)  # atomic: a run killed while saving keeps the previous checkpoint
+
+
+def _restore(path: Path, cfg: TrainConfig, params, ema, opt, gen) -> tuple[int, float, list]:
+    state = torch.load(path, map_location="cpu", weights_only=False)
+    if state["config"] != cfg.__dict__:
+        raise ValueError(f"{path} was written with {state['config']}, not {cfg.__dict__}: resume with the same flags")
+    with torch.no_grad():
+        for p, v in zip(params, state["params"], strict=True):
+            p.copy_(v)
+        for e, v in zip(ema, state["ema"], strict=True):
+            e.copy_(v)
+    opt.load_state_dict(state["opt"])
+    gen.set_state(state["gen"])
+    return int(state["step"]), float(state["spent_s"]), list(state["curve"])
+
+
+def _build(spec: Arch, num_classes: int) -> tuple[nn.Module, nn.Module | None]:
+    net, tokens = zoo.build(spec, num_classes=num_classes, seed=None)
     return net.requires_grad_(True), None if tokens is None else tokens.requires_grad_(True)
 
 
@@ -169,7 +239,7 @@ def _alphas_cumprod() -> torch.Tensor:
     return torch.cumprod(1 - betas, 0).float()
 
 
-def _config(name: str, spec: Arch) -> dict[str, Any]:
+def _config(name: str, spec: Arch, data: Data) -> dict[str, Any]:
     f = spec.space_to_depth
     return {
         "name": name,
@@ -177,8 +247,8 @@ def _config(name: str, spec: Arch) -> dict[str, Any]:
         "denoiser": spec.config,
         "tokens": spec.tokens,
         "schedule": DIGITS_SCHEDULE,
-        "classes": [str(i) for i in range(digits.NUM_CLASSES)],
-        "null_class": NULL_CLASS,
+        "classes": list(data.classes),
+        "null_class": data.null_class,
         "resolution": spec.res,
         "space_to_depth": f,
         "weights_dtype": "float16",
@@ -189,19 +259,30 @@ def _config(name: str, spec: Arch) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bigain.train", description=__doc__.split("\n\n")[0])
     p.add_argument("model", choices=EMBEDDED)
-    p.add_argument("--steps", type=int, default=None, help=f"default: {DEFAULT_STEPS}")
+    p.add_argument("--steps", type=int, default=None, help="default: " + str({k: v[0] for k, v in DEFAULTS.items()}))
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="default: " + str({k: v[1] for k, v in DEFAULTS.items()})
+    )
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 lets both models train side by side)")
     p.add_argument("--device", default="cpu", help="cpu (the documented setting) or cuda")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: assets/MODEL)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same flags)")
+    p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: none)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = a.out or zoo.assets_dir() / a.model
-    cfg = TrainConfig(steps=a.steps or DEFAULT_STEPS[a.model], batch_size=a.batch_size, lr=a.lr, seed=a.seed)
+    steps, batch = DEFAULTS[a.model]
+    cfg = TrainConfig(
+        steps=a.steps or steps,
+        batch_size=a.batch_size or batch,
+        lr=a.lr,
+        seed=a.seed,
+        checkpoint_every=a.checkpoint_every,
+    )
     cmd = " ".join(["python -m bigain.train", *(argv if argv is not None else sys.argv[1:])])
-    rec = train(a.model, out, cfg, device=a.device, command=cmd)
+    rec = train(a.model, out, cfg, device=a.device, command=cmd, resume=a.resume)
     print(f"{a.model}: {rec['steps']} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s']:.0f} s → {out}")
     return rec
 

@@ -186,10 +186,50 @@ DIGITS_UNET: dict[str, Any] = {
     "norm_num_groups": 8,
 }
 
+#: The embedded glyph models (pixel space, 1 channel, 32×32 letters A–Z): 1024 tokens at every layer
+#: compressed by default, where token compression pays on a CPU (docs/models-and-pipelines.md).
+#: DiT: patch 1, width 64 (2 heads of 32), 6 blocks: narrow, so attention is most of the cost.
+GLYPHS_DIT: dict[str, Any] = {
+    "sample_size": 32,
+    "patch_size": 1,
+    "in_channels": 1,
+    "out_channels": 1,
+    "num_layers": 6,
+    "num_attention_heads": 2,
+    "attention_head_dim": 32,
+    "num_embeds_ada_norm": 26,
+    "norm_type": "ada_norm_zero",
+}
+#: U-Net: self- and cross-attention (to learned class tokens) only at the full 32×32 level; the 16×16
+#: level is convolutional but for the mid block, which the default (finest level) leaves alone.
+GLYPHS_UNET: dict[str, Any] = {
+    "sample_size": 32,
+    "in_channels": 1,
+    "out_channels": 1,
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "block_out_channels": [64, 128],
+    "layers_per_block": 1,
+    "transformer_layers_per_block": 1,
+    "cross_attention_dim": 64,
+    "attention_head_dim": 2,
+    "norm_num_groups": 16,
+}
+
 _UNET, _DIT, _PIXART = "UNet2DConditionModel", "DiTTransformer2DModel", "PixArtTransformer2DModel"
 _SD3, _FLUX = "SD3Transformer2DModel", "FluxTransformer2DModel"
 
 ARCHS: dict[str, Arch] = {
+    "glyphs-dit": Arch(_DIT, GLYPHS_DIT, 1, 32, description="DiT, 6 blocks, hidden 64, patch 1 → 32×32 tokens"),
+    "glyphs-unet": Arch(
+        _UNET,
+        GLYPHS_UNET,
+        1,
+        32,
+        text=(4, 64),
+        tokens={"seq_len": 4, "dim": 64},
+        description="two-level U-Net (64, 128), attention at 32×32 tokens",
+    ),
     "digits-dit": Arch(_DIT, DIGITS_DIT, 1, 16, description="DiT, 4 blocks, hidden 128, patch 2 → 8×8 tokens"),
     "digits-unet": Arch(
         _UNET,
