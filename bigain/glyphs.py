@@ -193,3 +193,168 @@ def split_record() -> dict:
         "image_size": SIZE,
         "render": f"cap height {_CAP} of the side, drawn at {_SS}x and box-filtered, centred on the ink box",
     }
+
+
+# ---- the reference classifier -----------------------------------------------------------------
+
+#: Jittered renderings per (train font, letter) the reference classifier is trained on.
+REFERENCE_BANK = 48
+REFERENCE_DIR = "glyphs-reference"
+
+
+class ReferenceNet(torch.nn.Module):
+    """A small CNN (3 conv layers, 16/32/64 channels, then 128 hidden units): (N, 1, 32, 32) in
+    [-1, 1] → (N, 26) logits. Its 128-d hidden layer is the feature space of FID_ref / KID_ref."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        nn = torch.nn
+        self.conv = nn.Sequential(
+            *[
+                m
+                for i, o in ((1, 16), (16, 32), (32, 64))
+                for m in (nn.Conv2d(i, o, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+            ]
+        )
+        self.hidden = nn.Sequential(nn.Flatten(), nn.Linear(64 * (SIZE // 8) ** 2, 128), nn.ReLU())
+        self.head = nn.Linear(128, NUM_CLASSES)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.hidden(self.conv(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class Reference:
+    """The glyph reference classifier (:class:`ReferenceNet`, weights in ``assets/glyphs-reference``):
+    labels generated samples ("recognised %") and gives the features of FID_ref, as
+    :class:`bigain.digits.Reference` does for digits."""
+
+    def __init__(self, net: ReferenceNet, record: dict) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.record = record
+
+    @staticmethod
+    def _check(images: torch.Tensor | np.ndarray) -> torch.Tensor:
+        x = torch.as_tensor(images, dtype=torch.float32)
+        if x.ndim == 3:
+            x = x[:, None]
+        if x.ndim != 4 or x.shape[1:] != (1, SIZE, SIZE):
+            raise ValueError(f"reference classifier expects (N, 1, {SIZE}, {SIZE}) images, got {tuple(x.shape)}")
+        return x.clamp(-1, 1)
+
+    @torch.no_grad()
+    def predict(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(N, 1, 32, 32) in [-1, 1] → (N,) predicted class ids."""
+        x = self._check(images)
+        return torch.cat([self.net(c).argmax(1) for c in x.split(256)]).numpy()
+
+    @torch.no_grad()
+    def features(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        """(N, 1, 32, 32) → (N, 128) hidden-layer activations."""
+        x = self._check(images)
+        return torch.cat([self.net.features(c) for c in x.split(256)]).numpy().astype(np.float64)
+
+
+def train_reference(out: Path, epochs: int = 4, seed: int = 0, quiet: bool = False) -> dict:
+    """Train the reference classifier on the train fonts' jittered bank (deterministic on CPU) and
+    write ``model.safetensors`` + ``training.json`` (test accuracy on the held-out fonts) to ``out``."""
+    import json
+    import time
+
+    from safetensors.torch import save_file
+
+    torch.manual_seed(seed)
+    net = ReferenceNet()
+    x, y = load("train", per_glyph=REFERENCE_BANK)
+    opt = torch.optim.AdamW(net.parameters(), lr=2e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(seed)
+    t0 = time.perf_counter()
+    curve = []
+    for epoch in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        total = 0.0
+        for idx in order.split(128):
+            loss = torch.nn.functional.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.item() * len(idx)
+        curve.append({"epoch": epoch + 1, "loss": total / len(x)})
+        if not quiet:
+            print(f"glyphs-reference epoch {epoch + 1}/{epochs} loss {curve[-1]['loss']:.4f}", flush=True)
+    ref = Reference(net, {})
+    acc = {}
+    for name, per in (("test_plain", 1), ("test_jittered", 8)):
+        xt, yt = load("test", per_glyph=per)
+        acc[name] = float((ref.predict(xt) == yt.numpy()).mean())
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(out / "model.safetensors"))
+    record = {
+        "model": REFERENCE_DIR,
+        "architecture": "ReferenceNet: conv 16/32/64 (3x3, ReLU, max-pool 2) → 128 ReLU → 26",
+        "epochs": epochs,
+        "seed": seed,
+        "bank_per_glyph": REFERENCE_BANK,
+        "loss_curve": curve,
+        "wall_s": time.perf_counter() - t0,
+        "accuracy": acc,
+        "split": split_record(),
+    }
+    (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
+    return record
+
+
+@functools.lru_cache(maxsize=1)
+def reference() -> Reference:
+    """The shipped glyph reference classifier (``assets/glyphs-reference``)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    from bigain.models import ModelUnavailable
+    from bigain.zoo import assets_dir
+
+    folder = assets_dir() / REFERENCE_DIR
+    if not (folder / "model.safetensors").is_file():
+        raise ModelUnavailable(
+            f"no glyph reference classifier in {folder}: run `python -m bigain train {REFERENCE_DIR}`"
+        )
+    net = ReferenceNet()
+    net.load_state_dict(load_file(str(folder / "model.safetensors")))
+    return Reference(net, json.loads((folder / "training.json").read_text()))
+
+
+# ---- framing an image the way the renderer frames a glyph ----------------------------------------
+
+#: Ink heights (fraction of the side) the training renderings span; a glyph outside is rescaled.
+_INK_RANGE = (0.5, 0.78)
+
+
+def frame(x: torch.Tensor) -> torch.Tensor:
+    """A light-ink-on-dark image (1, 1, H, W) in [-1, 1] of any size → (1, 1, SIZE, SIZE), framed as
+    :func:`render` frames glyphs: centred on its ink box, and rescaled to the cap height when its ink is
+    much larger or smaller than any training rendering (a letter drawn small in a big canvas, or
+    filling it). A glyph already framed like the training data comes back as it would be resized."""
+    import torch.nn.functional as F
+
+    h, w = x.shape[-2:]
+    ink = x[0, 0] > 0
+    if not ink.any():
+        return F.interpolate(x, size=(SIZE, SIZE), mode="bilinear", antialias=True, align_corners=False)
+    rows, cols = ink.any(1).nonzero()[:, 0], ink.any(0).nonzero()[:, 0]
+    top, bottom, left, right = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    side = max(h, w)  # the canvas scale the glyph was drawn at (square: the renderer's)
+    height = (bottom - top) / side
+    scale = SIZE / side
+    if not _INK_RANGE[0] <= height <= _INK_RANGE[1]:
+        scale = _CAP * SIZE / (bottom - top)
+    scale = min(scale, 0.92 * SIZE / max(bottom - top, right - left))
+    crop = x[..., top:bottom, left:right]
+    nh, nw = max(1, round((bottom - top) * scale)), max(1, round((right - left) * scale))
+    glyph = F.interpolate(crop, size=(nh, nw), mode="bilinear", antialias=True, align_corners=False)
+    out = torch.full((1, 1, SIZE, SIZE), -1.0, dtype=x.dtype)
+    y0, x0 = (SIZE - nh) // 2, (SIZE - nw) // 2
+    out[..., y0 : y0 + nh, x0 : x0 + nw] = glyph
+    return out.clamp(-1, 1)

@@ -4,6 +4,7 @@ input range, and the lossless space-to-depth of the embedded U-Net."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -114,12 +115,19 @@ def _as_array(image: Any) -> np.ndarray:
     )
 
 
-def to_model_image(image: Any, size: int, channels: int, digits: bool = False) -> torch.Tensor:
+def to_model_image(
+    image: Any,
+    size: int,
+    channels: int,
+    digits: bool = False,
+    frame: Callable[[torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
     """Any supported image → (1, channels, size, size) float32 in [-1, 1].
 
     Photos: resize the short side (bicubic, antialiased) and centre-crop, as the paper's
     pre-processing. Digits (``digits=True``): grayscale, squashed to size×size, and inverted when
-    the border is brighter than the centre, because the models saw light ink on a dark ground.
+    the border is brighter than the centre, because the models saw light ink on a dark ground; ``frame``
+    (the glyph world's :func:`bigain.glyphs.frame`) then takes the place of the squash, at the input's size.
     A torch tensor is taken as already in [-1, 1] with shape (C, H, W) or (1, C, H, W)."""
     if isinstance(image, torch.Tensor):
         if image.numel() == 0:
@@ -145,6 +153,9 @@ def to_model_image(image: Any, size: int, channels: int, digits: bool = False) -
     elif x.shape[1] == 1 and channels == 3:
         x = x.expand(-1, 3, -1, -1)
     h, w = x.shape[-2:]
+    if digits and frame is not None:
+        border = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1).mean()
+        return frame(-x if border > x.mean() else x).contiguous()
     if digits:
         if (h, w) != (size, size):
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)

@@ -177,7 +177,14 @@ class LoadedModel:
     def preprocess(self, image: Any) -> torch.Tensor:
         """A PIL image (any mode), numpy array (H×W or H×W×C, uint8 or float), torch tensor
         (C×H×W in [-1, 1]) or file path → (1, C_img, R, R) float32 in [-1, 1] on the CPU."""
-        return to_model_image(image, self.resolution, self.image_channels, digits=self.card.source == "embedded")
+        frame = None
+        if self.card.world is not None:  # a glyph drawn anywhere in any canvas is framed as the training glyphs
+            from bigain.worlds import world
+
+            frame = world(self.card.world).frame
+        return to_model_image(
+            image, self.resolution, self.image_channels, digits=self.card.source == "embedded", frame=frame
+        )
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:

@@ -4,8 +4,9 @@ Pixel-space DDPM (linear betas 1e-4 → 0.02 over 1000 steps, ε-prediction, MSE
 ships with the package registries: letters rendered from matplotlib's fonts at 32×32 (:mod:`bigain.glyphs`,
 held-out fonts never seen; 1024 tokens at every compressed layer), or scikit-learn's digits upsampled
 to 16×16 (:mod:`bigain.digits`; for the U-Net folded 2×2 → 4 channels at 8×8 by a lossless
-space-to-depth, so its attention tokens are not redundant copies of each other), class-conditional with 10% label dropout for classifier-free guidance (dropped once per sample to
-the null class), AdamW with warm-up and cosine decay, an EMA of the weights (what ships).
+space-to-depth, so its attention tokens are not redundant copies of each other), class-conditional
+with 10% label dropout for classifier-free guidance (dropped once per sample to the null class),
+AdamW with warm-up and cosine decay, an EMA of the weights (what ships).
 Deterministic from ``--seed`` on CPU, and resumable: a checkpoint (weights, EMA, optimiser, data
 stream) is written every ``--checkpoint-every`` steps and ``--resume`` continues it to the same result.
 Writes ``model.safetensors`` (fp16), ``config.json`` and ``training.json`` (the training record,
@@ -159,9 +160,12 @@ def train(
             curve.append({"step": step + 1, "loss": acc / n, "elapsed_s": time.perf_counter() - t0})
             acc = 0.0
             if not quiet:
-                print(f"{name} step {step + 1}/{cfg.steps} loss {curve[-1]['loss']:.4f} {curve[-1]['elapsed_s']:.0f}s")
+                last = curve[-1]
+                print(
+                    f"{name} step {step + 1}/{cfg.steps} loss {last['loss']:.4f} {last['elapsed_s']:.0f}s", flush=True
+                )
         if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and step + 1 < cfg.steps:
-            _checkpoint(ckpt, step + 1, time.perf_counter() - t0, curve + [{"acc": acc}], cfg, params, ema, opt, gen)
+            _checkpoint(ckpt, step + 1, time.perf_counter() - t0, [*curve, {"acc": acc}], cfg, params, ema, opt, gen)
     wall = time.perf_counter() - t0
     with torch.no_grad():
         for e, p in zip(ema, params, strict=True):
@@ -258,7 +262,7 @@ def _config(name: str, spec: Arch, data: Data) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m bigain.train", description=__doc__.split("\n\n")[0])
-    p.add_argument("model", choices=EMBEDDED)
+    p.add_argument("model", choices=(*EMBEDDED, glyphs.REFERENCE_DIR))
     p.add_argument("--steps", type=int, default=None, help="default: " + str({k: v[0] for k, v in DEFAULTS.items()}))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -273,6 +277,10 @@ def main(argv: list[str] | None = None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = a.out or zoo.assets_dir() / a.model
+    if a.model == glyphs.REFERENCE_DIR:  # the small CNN that judges generated glyphs
+        ref = glyphs.train_reference(out, seed=a.seed)
+        print(f"{a.model}: held-out font accuracy {ref['accuracy']} in {ref['wall_s']:.0f} s → {out}")
+        return ref
     steps, batch = DEFAULTS[a.model]
     cfg = TrainConfig(
         steps=a.steps or steps,

@@ -362,6 +362,12 @@ PAPER_PROTOCOL: dict[str, Any] = {"n_pool": 20, "n_samples": (5, 20), "to_keep":
 #: Digits: 10 shared-noise timesteps (pool range(50, 1000, 100)) for all 10 classes in one round.
 DIGITS_PROTOCOL: dict[str, Any] = {"n_pool": 10, "n_samples": (10,), "to_keep": (1,)}
 
+#: Glyphs (26 classes): 10 shared-noise timesteps (pool range(50, 1000, 100)); round 1 runs 3 of them
+#: for every class and keeps the best 5, round 2 the whole pool for those.
+GLYPHS_PROTOCOL: dict[str, Any] = {"n_pool": 10, "n_samples": (3, 10), "to_keep": (5, 1)}
+#: Sampling steps of the glyph models (DDIM): what the app's default comparison can afford on 2 vCPUs.
+GLYPHS_STEPS = 20
+
 #: DDPM noise schedule the embedded models are trained with (the DiT convention).
 DIGITS_SCHEDULE: dict[str, Any] = {
     "num_train_timesteps": 1000,
@@ -394,6 +400,8 @@ class ModelCard:
     prompt_template: str | None = None
     protocol: dict[str, Any] = field(default_factory=lambda: dict(PAPER_PROTOCOL))
     description: str = ""
+    #: embedded models: the bundled dataset they were trained on (:mod:`bigain.worlds`)
+    world: str | None = None
 
 
 def _card(name: str, repo: str, res: int, **kw: Any) -> ModelCard:
@@ -402,6 +410,33 @@ def _card(name: str, repo: str, res: int, **kw: Any) -> ModelCard:
 
 _PHOTO = "a photo of a {}."
 CARDS: dict[str, ModelCard] = {
+    "glyphs-dit": ModelCard(
+        "glyphs-dit",
+        "embedded",
+        "glyphs-dit",
+        "labels",
+        32,
+        arch="glyphs-dit",
+        steps=GLYPHS_STEPS,
+        guidance=2.0,
+        blocks=(1, 2, 3, 4),
+        protocol=dict(GLYPHS_PROTOCOL),
+        description="DiT (6 blocks, hidden 64, patch 1 → 32×32 tokens) trained on capitals from 17 bundled fonts",
+        world="glyphs",
+    ),
+    "glyphs-unet": ModelCard(
+        "glyphs-unet",
+        "embedded",
+        "glyphs-unet",
+        "labels",
+        32,
+        arch="glyphs-unet",
+        steps=GLYPHS_STEPS,
+        guidance=2.0,
+        protocol=dict(GLYPHS_PROTOCOL),
+        description="U-Net (64, 128), attention to learned class tokens at 32×32, trained on capitals from 17 fonts",
+        world="glyphs",
+    ),
     "digits-dit": ModelCard(
         "digits-dit",
         "embedded",
@@ -413,6 +448,7 @@ CARDS: dict[str, ModelCard] = {
         guidance=2.0,
         blocks=(1, 2, 3),
         protocol=dict(DIGITS_PROTOCOL),
+        world="digits",
         description="DiT (4 blocks, hidden 128, patch 2 → 8×8 tokens) trained on sklearn digits at 16×16",
     ),
     "digits-unet": ModelCard(
@@ -425,6 +461,7 @@ CARDS: dict[str, ModelCard] = {
         steps=25,
         guidance=2.0,
         protocol=dict(DIGITS_PROTOCOL),
+        world="digits",
         description="U-Net, cross-attention to learned class tokens, on 8×8×4 space-to-depth latents of 16×16 digits",
     ),
     "sd2-base": _card(

@@ -76,6 +76,38 @@ def test_digits_unet_compresses_its_top_level() -> None:
     assert set(bigain.compressed_blocks(m, bigain.LGTM())) == top  # max_downsample=1 → exactly that level
 
 
+@pytest.mark.parametrize("name", ["glyphs-dit", "glyphs-unet"])
+def test_glyph_models_compress_1024_tokens_everywhere_they_compress(name: str) -> None:
+    from bigain import glyphs
+
+    m = load_model(name)
+    assert m.classes == list(glyphs.CLASSES) and m.resolution == 32 and m.image_channels == 1
+    folder = Path(bigain.models.assets_dir()) / name
+    assert (folder / "model.safetensors").stat().st_size <= 20 * 2**20
+    rec = json.loads((folder / "training.json").read_text())
+    assert rec["split"]["test_faces"] == list(glyphs.TEST_FACES)  # the split is recorded with the model
+    assert not set(rec["split"]["train_faces"]) & set(glyphs.TEST_FACES)
+    assert rec["wall_s"] <= 2 * 3600 and rec["loss_curve"][-1]["loss"] < rec["loss_curve"][0]["loss"]
+    for method in (bigain.ToMe(ratio=0.5), bigain.LGTM(ratio=0.5), bigain.ToDo(), bigain.IEKVD()):
+        seen: dict[str, int] = {}
+        sites = {n: b.attn1 for n, b in m.denoiser.named_modules() if type(b).__name__ == "BasicTransformerBlock"}
+        compressed = set(bigain.compressed_blocks(m, method))
+        hooks = [
+            a.register_forward_pre_hook(
+                lambda mod, args, kw, n=n, seen=seen: seen.__setitem__(n, args[0].shape[1]),
+                with_kwargs=True,
+            )
+            for n, a in sites.items()
+        ]
+        try:
+            m.eps(m.encode(torch.zeros(1, 1, 32, 32)), 500, m.condition(["E"]))
+        finally:
+            for h in hooks:
+                h.remove()
+        assert compressed and compressed <= set(seen)
+        assert {seen[n] for n in compressed} == {1024}, (name, method.name)  # 32×32 tokens reach every target
+
+
 def test_space_to_depth_is_a_lossless_pixel_permutation() -> None:
     x = torch.arange(2 * 16 * 16, dtype=torch.float32).view(2, 1, 16, 16)
     z = to_latent(x, 2)
@@ -140,7 +172,10 @@ def test_hub_model_missing_offline(tmp_path: Path, monkeypatch) -> None:
 
 def test_cards() -> None:
     hub = {"sd2-base", "sdxl-base", "dit-xl-2-256", "dit-xl-2-512", "pixart-alpha-512", "pixart-sigma-1024"}
-    assert set(CARDS) == {"digits-dit", "digits-unet", "sd3-medium", "flux-schnell"} | hub
+    embedded = {"glyphs-dit", "glyphs-unet", "digits-dit", "digits-unet"}
+    assert set(CARDS) == embedded | {"sd3-medium", "flux-schnell"} | hub
+    assert {n for n, c in CARDS.items() if c.source == "embedded"} == embedded
+    assert {CARDS[n].world for n in embedded} == {"glyphs", "digits"}
     assert {c.sampler for c in CARDS.values() if c.name in ("sd3-medium", "flux-schnell")} == {"flow"}
     assert CARDS["flux-schnell"].steps == 4 and CARDS["flux-schnell"].guidance == 1.0  # distilled: no CFG
     assert CARDS["sd2-base"].sampler == "euler" and CARDS["sd2-base"].prompt_template == "a photo of a {}."

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from bigain import threads
 from bigain.ops import fused
 from bigain.provenance import provenance, short_commit
 
@@ -44,8 +45,7 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     device, dtype = parse_device(args.device), parse_dtype(args.dtype)
     if dtype == torch.float16 and device.type != "cuda":
         raise ValueError("fp16 is for CUDA; on the CPU use fp32 (or bf16)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    threads.configure(args.threads or None)  # unset: the CPUs this process may use, not the host's cores
     return device, dtype
 
 
