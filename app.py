@@ -2,7 +2,8 @@
 
 The app lives in :mod:`bigain.ui` (one module per tab); this file is what Hugging Face Spaces runs.
 ``python app.py`` serves it on http://127.0.0.1:7860 (``--host``, ``--port``, ``--share``; 0.0.0.0 in
-Docker via GRADIO_SERVER_NAME); on a CPU machine it runs offline on the embedded digits models.
+Docker via GRADIO_SERVER_NAME); on a CPU machine it runs offline on the embedded glyph and digits models
+(``python -m bigain.ui.examples`` writes the examples the tabs open with, once after training).
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Command line: ``python -m bigain {generate,classify,train,eval,bench} ...`` (``--help`` on each)."""
+"""Command line: ``python -m bigain {generate,classify,inside,inside-figure6,train,eval,bench} ...``
+(``--help`` on each)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from bigain import threads
 from bigain.errors import BadInput, BigainError, check_int
 from bigain.zoo import CARDS
 
@@ -79,8 +81,8 @@ class _Bar:
 def _model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        default="digits-dit",
-        help=f"card name ({', '.join(CARDS)}) or a local diffusers folder (default: digits-dit)",
+        default="glyphs-dit",
+        help=f"card name ({', '.join(CARDS)}) or a local diffusers folder (default: glyphs-dit)",
     )
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 … (default: cuda if available)")
     p.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: fp16 on GPU for hub models)")
@@ -146,6 +148,16 @@ def _parser() -> argparse.ArgumentParser:
     i.add_argument("--steps", type=_int_arg, default=None, help="sampling steps (default: the model card's)")
     i.add_argument("--out", type=Path, default=Path("inside.png"), help="output PNG")
 
+    f = sub.add_parser("inside-figure6", help="the paper's Figure 6 (and Table 12) on the model's own tokens")
+    _model_args(f)
+    f.add_argument("--condition", "-c", default="3", help="class id or name (default: 3)")
+    f.add_argument("--t", type=_int_arg, default=200, help="timestep the clean image is noised to (default 200)")
+    f.add_argument("--ratio", type=_float_arg, default=0.75, help="ToMe / L-GTM merge ratio (default 0.75)")
+    f.add_argument("--block", default=None, help="layer name (default: the first compressed layer)")
+    f.add_argument("--image", default="test", help="'test' (a test image of the class), 'generated' or a file")
+    f.add_argument("--json", type=Path, default=None, help="also write the numbers as JSON")
+    f.add_argument("--out", type=Path, default=Path("figure6-inside.png"), help="output PNG")
+
     b = sub.add_parser("bench", help="benchmarks (python -m bigain.bench)", add_help=False)
     b.add_argument("rest", nargs=argparse.REMAINDER)
     return p
@@ -178,6 +190,25 @@ def _inside(a: argparse.Namespace) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
     print(f"{method.label()}, step {a.step} of {len(inside.steps)}, block {a.block or inside.blocks[0]} → {out}")
+    return 0
+
+
+def _inside_figure6(a: argparse.Namespace) -> int:
+    """Figure 6 inside the model: the figure, the table on stdout, the numbers as JSON if asked."""
+    from bigain import explain, viz
+    from bigain.models import load_model
+
+    out = _out_path(a.out)
+    if a.method is not None:
+        raise BadInput("inside-figure6 runs its own methods (ToMe, L-GTM, ToDo, IE-KVD, Freq-KV); drop --method")
+    model = load_model(a.model, device=a.device, dtype=a.dtype)
+    res = explain.figure6_inside(model, a.condition, seed=a.seed, t=a.t, ratio=a.ratio, block=a.block, image=a.image)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    viz.figure_to_image(explain.figure6_inside_figure(res)).save(out)
+    if a.json:
+        a.json.write_text(json.dumps(res.to_json(), indent=1) + "\n")
+    print(f"{res.model}, class {res.condition}, {res.source}, t = {res.t}, layer {res.block} → {out}")
+    print(res.table())
     return 0
 
 
@@ -315,12 +346,15 @@ def main(argv: list[str] | None = None) -> int:
         return int(bench(argv[1:]) or 0)
     a = _parser().parse_args(argv)
     try:
+        threads.configure()  # the container's CPUs, not the host's cores (bigain.threads)
         if a.command == "generate":
             return _generate(a)
         if a.command == "classify":
             return _classify(a)
         if a.command == "inside":
             return _inside(a)
+        if a.command == "inside-figure6":
+            return _inside_figure6(a)
         raise AssertionError(a.command)  # train, eval and bench are dispatched above
     except (BigainError, ValueError, TypeError, OSError) as err:  # every input problem: one line, exit 2
         print(f"error: {err}", file=sys.stderr)

@@ -99,11 +99,14 @@ def train(
     device: str | torch.device = "cpu",
     command: str | None = None,
     resume: bool = False,
+    init: Path | None = None,
 ) -> dict:
     """Train ``name`` and write it to ``out``; returns the training record. ``arch`` overrides the
     architecture (tests use a tiny one). Randomness is drawn on the CPU whatever ``device`` is, so
     the data order, label drops, timesteps and noise are the same on every device. ``resume``:
-    continue from ``out/checkpoint.pt`` (same config), which gives the weights an uninterrupted run gives."""
+    continue from ``out/checkpoint.pt`` (same config), which gives the weights an uninterrupted run gives.
+    ``init``: a folder of shipped weights to continue training from (a second stage with its own warm-up
+    and cosine decay); its training record is kept under ``previous`` and its wall time counts in ``wall_s_total``."""
     from safetensors.torch import save_file
 
     # at the start: edits made while it trains do not change what it trains
@@ -118,6 +121,7 @@ def train(
         tokens.to(dev)
     # eval(): diffusers' DiT would otherwise drop labels independently in every block; we drop once per sample.
     net.eval()
+    previous = None if init is None else _load_init(init, net, tokens)
     params = list(net.parameters()) + (list(tokens.parameters()) if tokens is not None else [])
     ema = [p.detach().clone() for p in params]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
@@ -184,9 +188,11 @@ def train(
         "train": cfg.__dict__,
         "steps": cfg.steps,
         "resumed": bool(start),
+        "previous": previous,
         "final_loss": curve[-1]["loss"],
         "loss_curve": curve,
         "wall_s": wall,
+        "wall_s_total": wall + (previous or {}).get("wall_s_total", (previous or {}).get("wall_s", 0.0)),
         "threads": torch.get_num_threads(),
         "device": str(dev) if dev.type == "cpu" else f"{dev} ({torch.cuda.get_device_name(dev)})",
         "parameters": sum(p.numel() for p in params),
@@ -199,6 +205,18 @@ def train(
     (out / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     ckpt.unlink(missing_ok=True)
     return record
+
+
+def _load_init(folder: Path, net: nn.Module, tokens: nn.Module | None) -> dict:
+    """Load shipped weights (fp16) into ``net`` / ``tokens``; returns their training record."""
+    from safetensors.torch import load_file
+
+    state = load_file(str(folder / "model.safetensors"))
+    with torch.no_grad():
+        net.load_state_dict({k[9:]: v.float() for k, v in state.items() if k.startswith("denoiser.")})
+        if tokens is not None:
+            tokens.load_state_dict({k[7:]: v.float() for k, v in state.items() if k.startswith("tokens.")})
+    return json.loads((folder / "training.json").read_text())
 
 
 def _checkpoint(path: Path, step: int, spent: float, curve: list, cfg: TrainConfig, params, ema, opt, gen) -> None:
@@ -274,6 +292,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=None, help="output folder (default: assets/MODEL)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same flags)")
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: none)")
+    p.add_argument("--init", type=Path, default=None, help="continue from the weights in this folder (a second stage)")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     out = a.out or zoo.assets_dir() / a.model
@@ -290,7 +309,7 @@ def main(argv: list[str] | None = None) -> dict:
         checkpoint_every=a.checkpoint_every,
     )
     cmd = " ".join(["python -m bigain.train", *(argv if argv is not None else sys.argv[1:])])
-    rec = train(a.model, out, cfg, device=a.device, command=cmd, resume=a.resume)
+    rec = train(a.model, out, cfg, device=a.device, command=cmd, resume=a.resume, init=a.init)
     print(f"{a.model}: {rec['steps']} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s']:.0f} s → {out}")
     return rec
 

@@ -486,3 +486,88 @@ def figure6(tokens: np.ndarray, seen: Mapping[str, np.ndarray], title: str = "",
     if title:
         fig.suptitle(title, fontsize=11)
     return fig
+
+
+#: bar colours of the methods :func:`figure6_inside` compares (Freq-KV has no family colour elsewhere)
+_FREQKV_COLORS = {"high": "#7c3aed", "low": "#c4b5fd"}
+
+
+def _bar_colour(label: str) -> str:
+    if label.lower().startswith("freq-kv"):
+        return _FREQKV_COLORS["low" if label.endswith("low") else "high"]
+    return _method_colour(label)
+
+
+def figure6_inside(
+    image: np.ndarray,
+    energy: np.ndarray,
+    edge: np.ndarray,
+    merges: Mapping[str, tuple[np.ndarray | None, np.ndarray | None]],
+    errors: Mapping[str, np.ndarray],
+    bars: Mapping[str, tuple[float, float, float]],
+    title: str = "",
+) -> Figure:
+    """The paper's Figure 6 inside the model (numbers from :mod:`bigain.explain.features`).
+
+    Top: the clean image; the Laplacian energy of the hidden states entering the layer's self-attention
+    over it (edge tokens ringed); each merge method's groups (one colour per group, white dots =
+    destinations). Bottom: each merge method's per-token error of the attention output (one colour scale),
+    and for every method the relative error on edge and on smooth tokens (and of the prediction ε).
+
+    image: (R, R[, 3]) in [0, 1]; energy, edge: (h, w); merges: label → (groups (h·w,), dst); errors:
+    label → (h, w); bars: label → (edge error, smooth error, ε error)."""
+    img = as_array(image)
+    h, w = np.shape(energy)
+    names = list(merges)
+    top = ["image", "energy", *[f"merge{i}" for i in range(len(names))]]
+    bottom = [f"error{i}" for i in range(len(names))] + ["bars"] * (len(top) - len(names))
+    fig = Figure(figsize=(3.1 * len(top), 6.6), layout="constrained")
+    ax = fig.subplot_mosaic([top, bottom])
+    _show(ax["image"], img, "clean image")
+    heat = _gate_axes(ax["energy"], img, np.asarray(energy).reshape(-1), h, w, None)
+    x, y = _centres(np.flatnonzero(np.asarray(edge).reshape(-1)), img.shape[:2], h, w)
+    ax["energy"].scatter(x, y, s=_dot(h, w), facecolors="none", edgecolors="cyan", linewidths=1.0)
+    ax["energy"].set_title("hidden-state Laplacian energy\n(ringed: edge tokens, top quarter)", fontsize=9)
+    fig.colorbar(heat, ax=ax["energy"], shrink=0.7)
+    for i, label in enumerate(names):
+        groups, dst = merges[label]
+        a = ax[f"merge{i}"]
+        if groups is None:
+            _show(a, img)
+        else:
+            _merge_axes(a, img, np.asarray(groups), h, w, dst)
+        n_out = "?" if groups is None else len(np.unique(groups))
+        a.set_title(f"{label}: merged groups\n{h * w} → {n_out} tokens", fontsize=9, color=_method_colour(label))
+    vmax = max([1e-6, *(float(np.max(e)) for e in errors.values())])
+    im = None
+    for i, label in enumerate(names):
+        a = ax[f"error{i}"]
+        e = np.asarray(errors[label])
+        im = a.imshow(e, cmap=DIFF_CMAP, vmin=0, vmax=vmax, interpolation="nearest")
+        a.set_xticks([])
+        a.set_yticks([])
+        edge_err, smooth_err = bars[label][:2] if label in bars else (float("nan"), float("nan"))
+        a.set_title(
+            f"{label}: per-token output error\nrelative: edge {edge_err:.3f}, smooth {smooth_err:.3f}",
+            fontsize=9,
+            color=_method_colour(label),
+        )
+    if im is not None:
+        fig.colorbar(im, ax=[ax[f"error{i}"] for i in range(len(names))], shrink=0.7, label="‖Δ‖ / mean ‖y‖")
+    b = ax["bars"]
+    labels = list(bars)
+    pos = np.arange(len(labels))
+    colours = [_bar_colour(lbl) for lbl in labels]
+    b.bar(pos - 0.2, [bars[k][0] for k in labels], 0.4, color=colours, label="edge tokens")
+    b.bar(pos + 0.2, [bars[k][1] for k in labels], 0.4, color=colours, alpha=0.45, hatch="//", label="smooth tokens")
+    for p, k in zip(pos, labels, strict=True):
+        b.annotate(f"ε {bars[k][2]:.3f}", (p, max(bars[k][:2])), ha="center", va="bottom", fontsize=7,
+                   xytext=(0, 2), textcoords="offset points")  # fmt: skip
+    b.set_xticks(pos, labels, rotation=30, ha="right", fontsize=8)
+    b.set_ylabel("relative error of the attention output")
+    b.set_title("edge vs smooth tokens (ε: error of the prediction)", fontsize=9)
+    b.legend(fontsize=8)
+    b.grid(axis="y", alpha=0.3)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

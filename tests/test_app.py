@@ -1,9 +1,13 @@
-"""The Gradio app: handlers in-process, the page built from the registry, then the launched app through
-gradio_client (named parameters, bad inputs answered with the field's sentence, cancelling, the
-per-visitor limit). Runs on the shipped embedded digits models, few steps; no network, no GPU."""
+"""The Gradio app: handlers in-process, the page built from the registry, the precomputed tab examples
+(written by ``python -m bigain.ui.examples``, read at start-up without running a model), then the
+launched app through gradio_client (named parameters, bad inputs answered with the field's sentence,
+cancelling, the per-visitor limit). Runs on the shipped embedded digits models, few steps; no network,
+no GPU (the glyph models are the app's default, but the tests never need their weights)."""
 
 from __future__ import annotations
 
+import json
+import shutil
 import stat
 import struct
 import subprocess
@@ -20,6 +24,7 @@ import gradio as gr
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from PIL import Image
 
 import app
@@ -56,6 +61,8 @@ def test_generate_compares_samples_of_every_method_against_the_baseline() -> Non
     assert (table["GFLOPs / call"].iloc[1:] < table["GFLOPs / call"].iloc[0]).all()  # compression saves FLOPs
     assert diffs is not None and speed is not None and "3 steps" in summary and "3 samples" in summary
     assert "digits evaluation" in quality and "| ToMe r=0.5 | 90.0 | -5.8 |" in quality  # from assets/eval
+    n = torch.get_num_threads()  # every timing says the threads it was measured with
+    assert f"measured in this run on this machine (cpu, {n} thread" in summary and set(table["threads"]) == {n}
 
 
 def test_generate_kv_methods_with_an_alpha_schedule_on_the_unet() -> None:
@@ -76,6 +83,7 @@ def test_classify_reports_top5_agreement_and_evidence(digit: str) -> None:
     assert list(table.columns) == ["rank", "Baseline", "ToMe r=0.5", "L-GTM r=0.7"]
     assert len(table) == 5 and table["Baseline"].str.match(r"^\d \(\d\.\d\d\)$").all()  # "class (score)"
     assert "predict" in summary and "evaluations" in summary and plot is not None
+    assert f"(cpu, {torch.get_num_threads()} thread" in summary  # the thread count of the timings
     img = Image.open(digit)
     for variant in (img.convert("RGBA"), img.convert("P"), img.convert("RGB").resize((300, 200)), img.resize((3, 3))):
         table, _, _ = app.classify("digits-unet", variant, "3, 8", [], rounds=1)
@@ -235,6 +243,90 @@ def test_checked_components_refuse_what_they_cannot_take() -> None:
     with pytest.raises(gr.Error, match="at most once"):
         CheckedCheckboxGroup(["a", "b"], label="Methods").preprocess(["a", "a"])
     assert seed.get_config()["minimum"] == 0 and seed.get_block_name() == "number"  # drawn as a gr.Number
+
+
+def test_the_glyph_models_are_the_default() -> None:
+    from bigain import cli
+
+    assert app.DEFAULT_MODEL == common.DEFAULT_MODEL == "glyphs-dit"
+    names = [name for _, name in common.model_choices()]
+    assert names[:4] == ["glyphs-dit", "glyphs-unet", "digits-dit", "digits-unet"]  # glyphs first, digits after
+    assert common.classes_of("glyphs-unet") == list("ABCDEFGHIJKLMNOPQRSTUVWXYZ")  # letters, nothing loaded
+    assert common.default_class("glyphs-dit") == "D" and common.default_class("digits-dit") == "3"
+    assert cli._parser().parse_args(["generate", "-c", "A"]).model == "glyphs-dit"
+    letters = bundled.world_examples("glyphs")  # the classify examples: held-out fonts, as the model sees them
+    assert len(letters) == 26 and Image.open(letters[0][0]).size == (32, 32) and "glyphs-A-test0" in letters[0][0]
+
+
+def _stand_in(root: Path, model: str = "digits-dit") -> Path:
+    """An assets folder holding one embedded model (the tiny digits one stands in for the glyph models)."""
+    shutil.copytree(ROOT / "assets" / model, root / model)
+    return root
+
+
+def _no_model_calls(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refuse(*_a: object, **_k: object) -> None:
+        raise AssertionError("start-up ran a model")
+
+    for target in ("bigain.pipelines.generate", "bigain.pipelines.classify", "bigain.ui.common.load_model"):
+        monkeypatch.setattr(target, refuse)
+    common.model.cache_clear()
+
+
+def _tabs() -> tuple:
+    return tuple(sys.modules[f"bigain.ui.{tab}"] for tab in ("generate", "classify", "inside"))
+
+
+def test_precomputed_examples_round_trip_and_start_up_runs_no_model(tmp_path, monkeypatch) -> None:
+    from bigain.ui import examples
+
+    monkeypatch.setenv("BIGAIN_ASSETS", str(_stand_in(tmp_path)))
+    paths = examples.write_examples(model_name="digits-dit", rounds=1)
+    assert [p.name for p in paths] == ["generate.json", "classify.json", "inside.json"]
+    assert all(p.parent == tmp_path / "examples" for p in paths)
+    record = json_of(paths[0])
+    assert record["threads"] == torch.get_num_threads() and record["provenance"]["git_commit"] is not None
+    assert record["weights"] == examples.weights_id("digits-dit") and record["request"]["samples"] == 2
+    _no_model_calls(monkeypatch)
+    gen, cls, ins = _tabs()
+    first, note = gen.startup.__wrapped__("digits-dit")
+    gallery, _slider, compare, _strips, diffs, table, _speed, _q, summary = first
+    assert note == "" and [c.split(" ×")[0].split(" · ")[0] for _, c in gallery[::2]] == ["Baseline", "ToMe", "L-GTM"]
+    assert len(gallery) == 2 * 3 and all(img.size == (128, 128) for img, _ in gallery)  # 2 samples, 3 runs
+    assert list(table["method"]) == ["Baseline", "ToMe r=0.5", "L-GTM r=0.7"] and diffs is not None
+    assert set(table["threads"]) == {record["threads"]} and compare["value"] == "L-GTM r=0.7"
+    assert "Precomputed example" in summary and f"cpu, {record['threads']} thread" in summary
+    assert table["latency (s)"].iloc[0] == round(record["rows"][0]["wall_s"], 3)  # the written timings
+    (top5, agreement, plot), image, note = cls.startup.__wrapped__("digits-dit")
+    assert note == "" and Path(image).name == "classify-input.png" and plot is not None
+    assert list(top5.columns) == ["rank", "Baseline", "ToMe r=0.5", "L-GTM r=0.7"] and "thread" in agreement
+    first, note = ins.startup.__wrapped__("digits-dit")
+    assert note == "" and isinstance(first[0], explain.Inside) and first[2]["value"] == 13  # the middle of 25
+    assert "step 13 of 25" in first[7] and [p["visible"] for p in first[4:7]] == [True, True, False]
+    *_figs, caption = app.inside_step(first[0], 1, first[0].blocks[-1])  # the recording is whole
+    assert "step 1 of 25" in caption
+
+
+def json_of(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_missing_or_stale_examples_give_a_note_and_the_first_click_computes(tmp_path, monkeypatch) -> None:
+    from bigain.ui import examples
+
+    monkeypatch.setenv("BIGAIN_ASSETS", str(_stand_in(tmp_path)))
+    gen, cls, ins = _tabs()
+    for first, note in (gen.startup.__wrapped__("digits-dit"), ins.startup.__wrapped__("digits-dit")):
+        assert first is None and "No precomputed example" in note and "`python -m bigain.ui.examples" in note
+    first, image, note = cls.startup.__wrapped__("digits-dit")
+    assert first is None and image is None and "Press **Classify**" in note
+    (tmp_path / "examples").mkdir()
+    record = {"version": examples.VERSION, "tab": "generate", "model": "digits-dit", "weights": "0" * 16}
+    (tmp_path / "examples" / "generate.json").write_text(json.dumps(record))
+    first, note = gen.startup.__wrapped__("digits-dit")
+    assert first is None and "made with other weights" in note
+    with pytest.raises(examples.Missing, match="no trained weights here"):
+        examples.read_generation("glyphs-unet")  # not in this assets folder
 
 
 def test_examples_live_in_a_folder_private_to_the_process(monkeypatch) -> None:

@@ -4,6 +4,7 @@ digits evaluation on a few images (its statistics and sensitivity: tests/test_ev
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,13 +34,27 @@ def test_generate_then_classify(tmp_path: Path, capsys) -> None:
 
 def test_several_images_and_adaptive_options(tmp_path: Path, capsys) -> None:
     out = tmp_path / "d.png"
-    assert cli.main(["generate", "-c", "3", "--num-images", "2", "--steps", "2", "--out", str(out), "--quiet"]) == 0
+    rc = cli.main(["generate", "--model", "digits-dit", "-c", "3", "--num-images", "2", "--steps", "2", "--out",
+                   str(out), "--quiet"])  # fmt: skip
+    assert rc == 0
     paths = [tmp_path / "d_0.png", tmp_path / "d_1.png"]
     assert all(p.is_file() for p in paths)
-    rc = cli.main(["classify", *map(str, paths), "--n-pool", "4", "--n-samples", "2,4", "--to-keep", "3,1",
-                   "--quiet", "--top", "2"])  # fmt: skip
+    rc = cli.main(["classify", *map(str, paths), "--model", "digits-dit", "--n-pool", "4", "--n-samples", "2,4",
+                   "--to-keep", "3,1", "--quiet", "--top", "2"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0 and text.count("evaluations") == 2
+
+
+def test_the_default_model_is_glyphs_dit(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "e.png"
+    assert cli.main(["generate", "-c", "E", "--steps", "2", "--num-images", "1", "--out", str(out), "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert Image.open(out).size == (32, 32) and "of 'E'" in text  # a 32×32 capital, saved as generated
+    rc = cli.main(["classify", str(out), "--n-pool", "2", "--n-samples", "1,2", "--to-keep", "2,1", "--quiet",
+                   "--top", "2"])  # fmt: skip
+    text = capsys.readouterr().out
+    assert rc == 0 and re.match(rf"^{re.escape(str(out))}: [A-Z]  \(", text)  # a letter: the glyph world's classes
+    assert len(re.findall(r"^ +[A-Z]  error ", text, re.M)) == 2
 
 
 def test_errors_exit_2(capsys, tmp_path: Path) -> None:
@@ -47,8 +62,10 @@ def test_errors_exit_2(capsys, tmp_path: Path) -> None:
     assert "unknown model" in capsys.readouterr().err
     bad = tmp_path / "bad.png"
     bad.write_text("x")
-    assert cli.main(["classify", str(bad), "--quiet"]) == 2
-    assert cli.main(["generate", "-c", "3", "--method", "tome:ratio=2", "--quiet"]) == 2
+    assert cli.main(["classify", str(bad), "--model", "digits-dit", "--quiet"]) == 2
+    assert "bad.png" in capsys.readouterr().err  # the image is refused (not the model)
+    assert cli.main(["generate", "--model", "digits-dit", "-c", "3", "--method", "tome:ratio=2", "--quiet"]) == 2
+    assert "ratio" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         cli.main(["frobnicate"])
 

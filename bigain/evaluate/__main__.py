@@ -1,4 +1,4 @@
-"""``python -m bigain.evaluate {classify,generate,report,digits} …`` — the one command line of
+"""``python -m bigain.evaluate {classify,generate,report,replication} …`` — the one command line of
 the evaluations (``python -m bigain eval …`` is the same); classify/generate also under ``accelerate launch``.
 
 Examples::
@@ -8,10 +8,12 @@ Examples::
     accelerate launch --num_processes 8 -m bigain.evaluate classify --model sd2-base \\
         --dataset pets --data-root /data/pets --methods baseline tome:ratio=0.7 lgtm:ratio=0.7 --out runs/pets
     python -m bigain.evaluate report runs/pets-cls runs/pets-gen
-    python -m bigain.evaluate digits --models digits-dit --limit 20 --samples 2 --out /tmp/digits-eval
+    python -m bigain.evaluate replication --models glyphs-dit --limit 26 --samples 1 --methods core \\
+        --gen-methods core --out /tmp/glyphs-eval
 
-``digits`` is the small replication on the embedded models (:mod:`bigain.evaluate.digits`),
-written to ``assets/eval/<model>.json|.md|-samples.png`` by default.
+``replication`` (alias ``digits``, its first name) is the small replication on the embedded models
+(:mod:`bigain.evaluate.digits`) in their worlds (glyphs, digits), written to
+``assets/eval/<model>.json|.md|-samples.png`` by default.
 """
 
 from __future__ import annotations
@@ -88,25 +90,60 @@ def _parser(prog: str = PROG) -> argparse.ArgumentParser:
     return p
 
 
+#: The replication's subcommand and its other names (``digits`` was its first).
+REPLICATION = ("replication", "digits")
+#: ``--models`` when none are given: the glyph models, or under the old name ``digits`` the digits
+#: models (so a command typed before worlds existed still measures what it did).
+DEFAULT_MODELS = {"replication": ["glyphs-dit", "glyphs-unet"], "digits": ["digits-dit", "digits-unet"]}
+
+
 def _digits_parser(sub: Any) -> None:
-    e = sub.add_parser("digits", help="the digits replication (accuracy + sample quality per method)")
-    e.add_argument("--models", nargs="+", default=["digits-dit", "digits-unet"])
-    e.add_argument("--limit", type=int, default=None, help="evaluate this many test images (default: all 360)")
-    e.add_argument("--samples", type=int, default=100, help="generated samples per class (0: skip)")
+    e = sub.add_parser(
+        REPLICATION[0],
+        aliases=list(REPLICATION[1:]),
+        help="the small replication on the embedded models, glyphs or digits (accuracy + sample quality per method)",
+    )
+    e.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="embedded models or their folders (default: glyphs-dit glyphs-unet; under the name `digits`: "
+        "digits-dit digits-unet)",
+    )
+    e.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="evaluate a balanced subset of this many test images, equal per class where possible "
+        "(default: all; glyphs 130, digits 360)",
+    )
+    e.add_argument(
+        "--samples", type=int, default=None, help="generated samples per class (0: skip; default glyphs 10, digits 100)"
+    )
     e.add_argument(
         "--methods",
         nargs="+",
         default=None,
-        help="method keys for classification, or groups: all, default, cached, ablations "
-        "(default: every uncached method but the ablations); "
-        "earlier rows on the same weights and images that this run does not measure are kept",
+        help="method keys for classification, or groups: all, default, core, cached, ablations "
+        "(default: every uncached method but the ablations; core: baseline, ToMe / L-GTM 0.5 and 0.7, ToDo, "
+        "IE-KVD α 0.9 and 0.8→1.2); earlier rows on the same weights and images that this run does not "
+        "measure are kept",
     )
     e.add_argument(
         "--gen-methods",
         nargs="+",
         default=None,
-        help="method keys for generation, or groups: all, default, cached, ablations (default: the key set); "
+        help="method keys for generation, or groups: all, default, core, cached, ablations (default: the key set); "
         "earlier rows with the same samples setting that this run does not measure are kept",
+    )
+    e.add_argument(
+        "--sensitivity-images",
+        type=int,
+        default=None,
+        help="test images of the denoiser-sensitivity section (0: skip; default glyphs 26, digits 64)",
+    )
+    e.add_argument(
+        "--estimate", action="store_true", help="print the run's cost estimate (times a few denoiser calls) and stop"
     )
     e.add_argument("--skip-classify", action="store_true")
     e.add_argument("--grid-only", action="store_true", help="only the labelled sample picture (1 per class, seed 0)")
@@ -117,7 +154,8 @@ def _digits_parser(sub: Any) -> None:
 
 
 def run_digits(a: argparse.Namespace, command: str) -> int:
-    """``digits``: every model in ``--models``, each report printed as it is written."""
+    """``replication`` (``digits``): every model in ``--models``, each report printed as it is written,
+    after the cost estimate (on stderr)."""
     import torch
     from tqdm import tqdm
 
@@ -139,7 +177,7 @@ def run_digits(a: argparse.Namespace, command: str) -> int:
             bar = bars[desc] = tqdm(total=n, desc=desc)
         bar.update(i - bar.n)
 
-    for name in a.models:
+    for name in a.models or DEFAULT_MODELS[a.command]:
         if a.grid_only:
             print(digits.grid_only(name, a.out, a.gen_methods))
             continue
@@ -154,11 +192,15 @@ def run_digits(a: argparse.Namespace, command: str) -> int:
             skip_classify=a.skip_classify,
             command=command,
             progress=progress,
+            sensitivity_images=a.sensitivity_images,
+            log=partial(print, file=sys.stderr, flush=True),
+            estimate_only=a.estimate,
         )
         for bar in bars.values():
             bar.close()
         bars.clear()
-        print(digits_markdown(res))
+        if not a.estimate:
+            print(digits_markdown(res))
     return 0
 
 
@@ -232,7 +274,7 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     command = " ".join([prog, *argv])
     log = partial(print, flush=True)
     try:
-        if args.command == "digits":
+        if args.command in REPLICATION:
             return run_digits(args, command)
         if args.command == "report":
             results = []

@@ -4,9 +4,11 @@
   paper used) or torch-fidelity — computed only when the library is importable and its Inception
   weights are already in the torch hub cache (we never download). Otherwise the result says which
   command computes it.
-* Embedded digits models: Inception features mean nothing on 16×16 digits, so the Fréchet distance
-  is taken in the feature space of the project's digits reference classifier
-  (:func:`bigain.digits.reference`), labelled as such, with the conditional accuracy of the samples.
+* Embedded models (a dataset of their world, :mod:`bigain.worlds`: ``digits-test``, …): Inception
+  features mean nothing on 16×16 digits or 32×32 glyphs, so the Fréchet distance is taken in the
+  feature space of the world's reference classifier (digits: :func:`bigain.digits.reference`, an
+  MLP; glyphs: :func:`bigain.glyphs.reference`, a CNN), labelled as such, with the conditional
+  accuracy of the samples.
 
 Real images: ``out/real/<index>.<ext>`` holds one entry per evaluated image — a symlink to the
 dataset file (a copy where links are not possible), or a PNG for in-memory datasets.
@@ -30,6 +32,8 @@ from bigain.datasets import EvalDataset
 PYTORCH_FID_WEIGHTS = "pt_inception-2015-12-05-6726825d.pth"
 TORCH_FIDELITY_WEIGHTS = "weights-inception-2015-12-05-6726825d.pth"
 DIGITS_FEATURES = "digits-MLP (128-d hidden layer)"
+#: The feature space of each world's reference classifier, as the tables label it.
+WORLD_FEATURES = {"digits": DIGITS_FEATURES, "glyphs": "glyphs-CNN (128-d hidden layer)"}
 
 
 def link_real(dataset: EvalDataset, i: int, real_dir: Path) -> Path:
@@ -108,39 +112,55 @@ def how_to(out: Path, slugs: dict[str, str], reason: str) -> str:
     )
 
 
-def _load_digits(folder: Path, names: list[str]) -> torch.Tensor:
-    """PNG files → (N, 1, 16, 16) in [-1, 1]."""
+def _load_digits(folder: Path, names: list[str], size: int | None = None) -> torch.Tensor:
+    """PNG files → (N, 1, size, size) in [-1, 1] (default: the digits' 16)."""
     from bigain.digits import SIZE
 
+    size = size or SIZE
     arrs = []
     for n in names:
         with Image.open(folder / n) as im:
-            arrs.append(np.asarray(im.convert("L").resize((SIZE, SIZE), Image.BILINEAR), dtype=np.float32))
+            arrs.append(np.asarray(im.convert("L").resize((size, size), Image.BILINEAR), dtype=np.float32))
     return torch.from_numpy(np.stack(arrs))[:, None] / 127.5 - 1
 
 
-def digits_scores(out: Path, run: dict[str, Any], records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Fréchet distance in the digits reference classifier's feature space (generated vs the real
-    images of the same subset) and the fraction of samples it labels as the requested class."""
-    from bigain import digits
+def world_of_run(run: dict[str, Any]) -> Any:
+    """The world (:mod:`bigain.worlds`) whose reference classifier scores this run's samples: the one
+    its dataset is named after (``digits-test`` → digits), else None (photos: Inception FID)."""
+    from bigain import worlds
 
-    ref = digits.reference()
+    name = run["dataset"]["name"].split("-")[0]
+    if name not in WORLD_FEATURES:
+        return None
+    return worlds.world(name)
+
+
+def digits_scores(
+    out: Path, run: dict[str, Any], records: list[dict[str, Any]], world: Any = None
+) -> dict[str, dict[str, Any]]:
+    """Fréchet distance in the reference classifier's feature space of the run's world (default:
+    digits; generated vs the real images of the same subset) and the fraction of samples it labels
+    as the requested class."""
+    from bigain import digits, worlds
+
+    world = world or worlds.world("digits")
+    ref = world.reference()
     images = run["indices"]
-    real = _load_digits(out / "real", [f"{i:06d}.png" for i in images])
+    real = _load_digits(out / "real", [f"{i:06d}.png" for i in images], world.size)
     real_f = ref.features(real)
     res: dict[str, dict[str, Any]] = {}
     for key, slug in run["slugs"].items():
         recs = {r["image"]: r for r in records if r["method"] == key}
         if key not in run["methods"] or len(recs) != len(images):
             continue
-        gen = _load_digits(out / "images" / slug, [f"{i:06d}.png" for i in images])
+        gen = _load_digits(out / "images" / slug, [f"{i:06d}.png" for i in images], world.size)
         labels = np.array([recs[i]["label"] for i in images])
         with warnings.catch_warnings():  # few images → singular covariances; the number is still defined
             warnings.simplefilter("ignore")
             fd = digits.frechet_distance(real_f, ref.features(gen)) if len(images) >= 2 else None
         res[key] = {
             "fid": fd,
-            "fid_features": DIGITS_FEATURES,
+            "fid_features": WORLD_FEATURES.get(world.name, f"{world.name} reference (hidden layer)"),
             "cond_acc": 100 * float((ref.predict(gen) == labels).mean()),
         }
     return res
@@ -150,11 +170,12 @@ def evaluate_fid(
     out: Path, run: dict[str, Any], records: list[dict[str, Any]], log: Callable[..., Any] = print
 ) -> tuple[dict[str, dict[str, Any]], str]:
     """Scores per method key, and a note (how to compute FID when it could not be computed here)."""
-    if run["dataset"]["name"].startswith("digits"):
-        return digits_scores(out, run, records), (
-            f"FID here is a Fréchet distance in the {DIGITS_FEATURES} feature space of bigain.digits.reference(), "
-            "not Inception FID (digits are not photos); cond. acc = % of samples that classifier labels as "
-            "the requested class."
+    world = world_of_run(run)
+    if world is not None:
+        return digits_scores(out, run, records, world), (
+            f"FID here is a Fréchet distance in the {WORLD_FEATURES[world.name]} feature space of "
+            f"bigain.{world.name}.reference(), not Inception FID ({world.name} are not photos); cond. acc = % of "
+            "samples that classifier labels as the requested class."
         )
     lib, reason = backend()
     slugs = {k: v for k, v in run["slugs"].items() if k in run["methods"]}

@@ -148,21 +148,35 @@ def agreement_table(agreement: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-# ---- the digits replication (python -m bigain.evaluate digits) --------------------------------
+# ---- the replication on the embedded models (python -m bigain.evaluate replication|digits) ----------
 
 
 def digits_markdown(res: dict[str, Any]) -> str:
     """The replication's report (``assets/eval/<model>.md``) from its JSON: classification with
     Wilson intervals and McNemar tests, the sensitivity section, generated samples; each part with
-    the runs (command, device, commit) its rows come from."""
+    the runs (command, device, commit) its rows come from. Results that record their world (every
+    run since worlds exist) also get the world, its test split and the protocol up front, and the
+    answers of the paired tests to the paper's two claims (:func:`verdict_lines`); older digits
+    results render exactly as they did."""
     c, g = res.get("classification"), res.get("generation")
-    lines = [f"# Digits replication: {res['model']}", ""]
-    lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
+    world = res.get("world")
+    title = "Digits" if world is None else world["name"].capitalize()
+    lines = [f"# {title} replication: {res['model']}", ""]
+    if world is not None:
+        lines += _world_lines(world, c, g)
+    if "logistic_regression_acc" in res:
+        lines += [f"Logistic regression on raw 8×8 pixels (test split): {res['logistic_regression_acc']:.1f}%", ""]
+    if res.get("reference_accuracy"):
+        accs = ", ".join(f"{k.replace('_', ' ')} {v:.1f}%" for k, v in res["reference_accuracy"].items())
+        name = world["reference"] if world else "reference classifier"
+        lines += [f"Reference classifier ({name}), its own held-out accuracy: {accs}", ""]
+    if world is not None and (c or g):
+        lines += verdict_lines(c, g)
     if c:
         n_t = c["protocol"]
         runs = _runs(c)
         lines += [
-            f"## Diffusion-classifier top-1 on the test split ({len(c['images'])} images; protocol {n_t})",
+            f"## Diffusion-classifier top-1 on the test split ({_images_text(c, world)}; protocol {n_t})",
             *_part_runs(c),
             "",
             "| method | top-1 % | Wilson 95% | Δ vs baseline | evals/image | denoiser s/image |" + _run_head(runs),
@@ -226,6 +240,96 @@ def digits_markdown(res: dict[str, Any]) -> str:
                 )
         lines += _superseded_md(g, runs, "generation")
     return "\n".join(lines) + "\n"
+
+
+def _images_text(c: dict[str, Any], world: dict[str, Any] | None) -> str:
+    n = len(c["images"])
+    if world is None:
+        return f"{n} images"
+    total = world["test_split"]["n"]
+    counts = {}
+    for label in c["labels"]:
+        counts[label] = counts.get(label, 0) + 1
+    lo, hi = min(counts.values()), max(counts.values())
+    per = f"{lo} per class" if lo == hi else f"{lo}–{hi} per class"
+    return f"{n} images" if n == total else f"{n} of the {total} images, {per}"
+
+
+def _world_lines(world: dict[str, Any], c: dict[str, Any] | None, g: dict[str, Any] | None) -> list[str]:
+    classes = world["classes"]
+    names = f"{classes[0]}…{classes[-1]}" if len(classes) > 3 else ", ".join(classes)
+    split = world["test_split"]
+    lines = [
+        f"World: **{world['name']}** ({world['description']}): {len(classes)} classes ({names}), "
+        f"images {world['size']}×{world['size']} px.  ",
+        f"Test split: {split['n']} images; {split['rule']}.  ",
+    ]
+    if c:
+        lines.append(
+            f"Classification protocol: {_protocol_text(c['protocol'], len(classes))}; "
+            f"{_images_text(c, world)} of the test split, noise seeded by the image index.  "
+        )
+    if g:
+        lines.append(
+            f"Generation: {g['per_class']} sample{'s' if g['per_class'] != 1 else ''} per class (seed = class id: "
+            "every method starts from the same "
+            f"noise), DDIM {g['steps']} steps, guidance {g['guidance']}, judged by the reference classifier.  "
+        )
+    lines[-1] = lines[-1].removesuffix("  ")
+    return [*lines, ""]
+
+
+def _protocol_text(proto: dict[str, Any], n_classes: int) -> str:
+    """The classifier's rounds in words, with the evaluations they make per image."""
+    n_pool, samples, keep = proto.get("n_pool"), proto.get("n_samples") or [], proto.get("to_keep") or []
+    parts, total, alive, done = [], 0, n_classes, 0
+    for n, k in zip(samples, keep, strict=False):
+        parts.append(f"{n} timesteps for {alive} classes, keep {k}" if done == 0 else
+                     f"{n - done} more for {alive} (all {n}), keep {k}")  # fmt: skip
+        total += alive * (n - done)
+        done, alive = n, min(alive, k)
+    return f"a pool of {n_pool} timesteps; " + "; ".join(parts) + f" ({total} denoiser evaluations per image)"
+
+
+#: The paper's two claims and the rows that test them: (claim, method, reference).
+CLAIMS: tuple[tuple[str, str, str], ...] = (
+    *((f"L-GTM beats ToMe at r = {r}", f"lgtm-{r}", f"tome-{r}") for r in ("0.3", "0.5", "0.7")),
+    ("IE-KVD (α = 0.9) beats ToDo at s = 2", "iekvd-2-a0.9", "todo-2"),
+    ("IE-KVD (α 0.8 → 1.2) beats ToDo at s = 2", "iekvd-2-a0.8-1.2", "todo-2"),
+)
+
+
+def verdict_lines(c: dict[str, Any] | None, g: dict[str, Any] | None, alpha: float = 0.05) -> list[str]:
+    """Plain answers, from the exact McNemar tests, to whether L-GTM beats ToMe and IE-KVD beats ToDo
+    (classification on the same images; generation on which samples from the same noise the
+    reference classifier recognises), either way."""
+    lines: list[str] = []
+    for kind, part, what in (("classification", c, "top-1"), ("generation", g, "recognised")):
+        if not part:
+            continue
+        rows, paired = part["methods"], part.get("paired", {})
+        for claim, a, b in CLAIMS:
+            t = paired.get(f"{a} vs {b}")
+            if t is None:
+                continue
+            va = rows[a]["acc" if kind == "classification" else "cond_acc"]
+            vb = rows[b]["acc" if kind == "classification" else "cond_acc"]
+            if t["p"] < alpha and t["a_only"] > t["b_only"]:
+                answer = "**yes**"
+            elif t["p"] < alpha:
+                answer = f"**no, the reverse**: {rows[b]['method']} is significantly better"
+            else:
+                answer = "**no significant difference**"
+            lines.append(
+                f"* {kind}: {claim}? {answer} ({rows[a]['method']} {va:.1f}% vs {rows[b]['method']} {vb:.1f}% {what} "
+                f"on {rows[a]['n']}; only the first right {t['a_only']}, only the second {t['b_only']}, "
+                f"exact McNemar p = {t['p']:.3g})"
+            )
+    if not lines:
+        return []
+    return ["## The paper's claims, at this scale", "",
+            f"From the paired tests below (p < {alpha} counts as a difference; an exact McNemar test needs at least",
+            "6 discordant images, all one way, to get there):", "", *lines, ""]  # fmt: skip
 
 
 def _runs(part: dict[str, Any]) -> list[dict[str, Any]]:

@@ -31,20 +31,34 @@ def examples_dir() -> Path:
 def digit_examples(per_class: int = 1) -> list[list[str]]:
     """Test-split digits (never seen in training), ``per_class`` per digit, saved as 16×16 PNGs
     exactly as the embedded models see them. Returns [[path], …] for ``gr.Examples``."""
-    from bigain import digits
+    return world_examples("digits", per_class)
 
-    images, labels = digits.load("test")
+
+def world_examples(name: str, per_class: int = 1) -> list[list[str]]:
+    """Images of a world's test split (:mod:`bigain.worlds`; glyphs: letters of the held-out fonts, digits:
+    the held-out digits), the first ``per_class`` of every class in class order, saved as PNGs at the
+    world's size exactly as the embedded models see them (``<world>-<class>-test<k>.png``; digits keep
+    their old name ``digit<c>_test<k>.png``). Returns [[path], …] for ``gr.Examples``."""
+    from bigain.worlds import world
+
+    w = world(name)
     out = examples_dir()
     out.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for c in range(digits.NUM_CLASSES):
-        for k, i in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
-            path = out / f"digit{c}_test{k}.png"
-            if path.is_symlink() or not path.is_file():
+    paths: list[list[str]] = []
+    want = [(c, k) for c in range(w.num_classes) for k in range(per_class)]
+    names = {(c, k): out / (f"digit{c}_test{k}.png" if name == "digits" else f"{name}-{w.classes[c]}-test{k}.png")
+             for c, k in want}  # fmt: skip
+    if any(p.is_symlink() or not p.is_file() for p in names.values()):  # render the split only when needed
+        images, labels = w.load("test")
+        for c in range(w.num_classes):
+            for k, i in enumerate((labels == c).nonzero().flatten()[:per_class].tolist()):
+                path = names[(c, k)]
                 path.unlink(missing_ok=True)
                 pixels = ((images[i, 0] + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).numpy()
                 Image.fromarray(pixels, mode="L").save(path)
-            paths.append([str(path)])
+    for c, k in want:
+        if names[(c, k)].is_file():
+            paths.append([str(names[(c, k)])])
     return paths
 
 

@@ -4,7 +4,9 @@
   :mod:`~bigain.ui.learn`, :mod:`~bigain.ui.benchmarks`: a tab each (its handlers and its ``build()``);
 * :mod:`~bigain.ui.knobs`: method choice and settings, built from the method registry;
 * :mod:`~bigain.ui.checked`: components that turn a bad payload into "<Label> must be …";
-* :mod:`~bigain.ui.common`: models, the fair queue (one job per visitor), stoppable jobs, ZeroGPU.
+* :mod:`~bigain.ui.common`: models, the fair queue (one job per visitor), stoppable jobs, ZeroGPU;
+* :mod:`~bigain.ui.examples`: the precomputed example each model tab opens with
+  (``python -m bigain.ui.examples`` writes them, the tabs' ``startup()`` reads them).
 
 ``app.py`` at the repository root (what Spaces runs) only parses the command line and calls :func:`launch`.
 """
@@ -16,7 +18,7 @@ from typing import Any
 
 import gradio as gr
 
-from bigain import explain
+from bigain import explain, threads
 from bigain.ui import benchmarks as _benchmarks
 from bigain.ui import classify as _classify
 from bigain.ui import generate as _generate
@@ -45,8 +47,9 @@ INTRO = """
 tokens. BiGain (CVPR 2026) does it with the image's **frequencies** in mind, so that both *generating*
 and *classifying* with the model stay good. Compare it with its baselines below: **L-GTM** merges tokens
 onto smooth anchors chosen by a Laplacian filter (vs **ToMe**'s random anchors), **IE-KVD** builds keys and
-values from a blend of nearest and average pooling (vs **ToDo**'s nearest only). Every tab opens with a
-finished example computed when the app started.
+values from a blend of nearest and average pooling (vs **ToDo**'s nearest only). It opens on small models
+trained on the 26 capitals A–Z (32×32, 1024 tokens per attention layer); every tab shows a finished
+example computed ahead of time, with the CPU threads its times were measured on.
 """
 
 __all__ = [
@@ -76,6 +79,7 @@ __all__ = [
 
 def build_demo() -> gr.Blocks:
     """The whole page; the method lists and settings are read from the registry now."""
+    threads.configure()  # the container's CPUs, not the host's cores (bigain.threads)
     with gr.Blocks(title=TITLE) as demo:
         gr.Markdown(INTRO)
         for title, tab in zip(TABS, (_generate, _classify, _inside, _learn, _benchmarks), strict=True):

@@ -1,4 +1,6 @@
-"""Compare classification: the diffusion classifier under the baseline and each method, on one image."""
+"""Compare classification: the diffusion classifier under the baseline and each method, on one image
+(the examples: letters of the held-out test fonts, digits of the test split). The tab opens with the
+precomputed example of :mod:`bigain.ui.examples`."""
 
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ from bigain.ui import knobs
 from bigain.ui.checked import CheckedImage, CheckedNumber, CheckedTextbox
 from bigain.ui.common import (
     DEFAULT_MODEL,
+    available,
     bind_heavy,
     check_execution,
     friendly,
@@ -23,8 +26,9 @@ from bigain.ui.common import (
     job_progress,
     model,
     stream,
+    timing_text,
 )
-from bigain.ui.shared import MAX_SEED, execution_picker, model_picker, timing_rounds
+from bigain.ui.shared import MAX_SEED, ROUNDS, execution_picker, model_picker, timing_rounds
 
 MAX_CLASSES = 100
 OUTPUTS = ["table", "summary", "evidence"]
@@ -78,7 +82,14 @@ def _compare(
     )
 
 
-def outputs(rows: list[explain.ClassificationRow]) -> tuple[Any, ...]:
+def here(model_name: str) -> dict[str, Any]:
+    """How a run in this process is timed: the model's device and torch's threads now."""
+    import torch
+
+    return {"device": str(model(model_name).device), "threads": torch.get_num_threads(), "precomputed": False}
+
+
+def outputs(rows: list[explain.ClassificationRow], timing: dict[str, Any] | None = None) -> tuple[Any, ...]:
     top: dict[str, list[Any]] = {"rank": list(range(1, 6))}
     for r in rows:
         cells = [f"{k.cls} ({k.score:.2f})" for k in r.result.ranking[:5]]
@@ -89,6 +100,8 @@ def outputs(rows: list[explain.ClassificationRow]) -> tuple[Any, ...]:
         for r in rows
     )
     summary = f"{explain.agreement(rows)}\n\n{cost}"
+    if timing is not None:
+        summary += f"\n\n{timing_text(timing, 'Classify')}"
     return pd.DataFrame(top), summary, viz.error_figure({r.label: r.result for r in rows})
 
 
@@ -100,7 +113,7 @@ def classify(
     methods: list[str] | None,
     settings: dict | None = None,
     seed: int = 0,
-    rounds: int = 3,
+    rounds: int = ROUNDS,
     execution: str = "eager",
     progress: Any = None,
 ) -> tuple[Any, ...]:
@@ -117,7 +130,7 @@ def classify(
         check_execution(execution),
         progress,
     )
-    return outputs(rows)
+    return outputs(rows, here(model_name))
 
 
 def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) -> Iterator[Any]:
@@ -137,24 +150,57 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
                 values.get("seed") or 0,
                 mode,
                 job_progress(job, report),
-            )
+            ),
+            here(values["model_name"]),
         )
 
     yield from stream(work, len(OUTPUTS), request, progress)
 
 
 @functools.lru_cache(maxsize=1)
-def startup() -> tuple[Any, ...]:
-    return classify(DEFAULT_MODEL, explain.digit_examples()[3][0], "", list(knobs.PAPER), rounds=1)
+def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, str | None, str]:
+    """The finished example the tab opens with, read from the files ``python -m bigain.ui.examples`` wrote
+    (no model runs here): (outputs, input image, "") or, when they are missing or were made for other
+    weights, (None, None, a note saying so; the first click computes)."""
+    from bigain.ui import examples
+
+    try:
+        rows, image, timing = examples.read_classification(model_name)
+    except examples.Missing as e:
+        return None, None, f"{e.note} Press **Classify** to compute it here."
+    return outputs(rows, timing), image, ""
+
+
+def example_inputs() -> list[tuple[str, list[list[str]], list[str]]]:
+    """(label, [[path], …], names) of the example images: the default model's world first (glyphs:
+    a letter of every class from the held-out test fonts), then the other worlds'."""
+    from bigain.explain.bundled import world_examples
+    from bigain.worlds import world
+    from bigain.zoo import CARDS
+
+    first = CARDS[DEFAULT_MODEL].world or "digits"
+    titles = {
+        "glyphs": "Letters from the held-out test fonts (click one)",
+        "digits": "Digits from the held-out test split (click one)",
+    }
+    out = []
+    for name in dict.fromkeys((first, "glyphs", "digits")):
+        paths = world_examples(name)
+        out.append((titles.get(name, f"{name} test images"), paths, [str(c) for c in world(name).classes]))
+    return out
 
 
 def build() -> dict[str, Any]:
-    examples = explain.digit_examples()
+    sets = example_inputs()
+    first, shown, note = startup()
+    # the example's input (the fourth test image of the world), also before the example is computed; the
+    # precomputed one is read into memory (Gradio serves files only from its allowed folders)
+    value: Any = read_image(shown) if shown else sets[0][1][3][0]
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             c_model, _, c_note = model_picker("cls", with_condition=False)
             c_image = CheckedImage(
-                value=examples[3][0],
+                value=value,
                 image_mode=None,
                 format="png",
                 label="Image",
@@ -163,13 +209,15 @@ def build() -> dict[str, Any]:
                 elem_classes=["pixelated", "upscale"],
                 sources=["upload", "clipboard"],
             )
-            gr.Examples(
-                examples,
-                inputs=c_image,
-                label="Digits from the held-out test split (click one)",
-                example_labels=[f"digit {i}" for i in range(len(examples))],
-                elem_id="cls-examples",
-            )
+            for i, (label, paths, names) in enumerate(sets):
+                gr.Examples(
+                    paths,
+                    inputs=c_image,
+                    label=label,
+                    example_labels=names[: len(paths)],
+                    examples_per_page=26,
+                    elem_id="cls-examples" if i == 0 else f"cls-examples-{i}",
+                )
             c_classes = CheckedTextbox(
                 value="",
                 label="Classes",
@@ -178,18 +226,18 @@ def build() -> dict[str, Any]:
                 elem_id="cls-classes",
                 info="comma-separated; empty = all of the model's classes",
             )
-            c_methods = knobs.method_picker("cls")
+            c_methods = knobs.method_picker("cls", value=knobs.CLASSIFY)
             c_knobs = knobs.settings_panel("cls")
             c_seed = CheckedNumber(value=0, integer=True, label="Seed", minimum=0, maximum=MAX_SEED)
             c_rounds = timing_rounds()
             c_exec = execution_picker()
-            c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button")
+            c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button", interactive=available(DEFAULT_MODEL))
         with gr.Column(scale=2):
-            first = startup()
+            first = first or (None, note, None)
             gr.Markdown(
                 "The diffusion classifier picks the class whose prompt lets the model **denoise the image best**. "
-                "Below: the digit 3 of the test split, classified when the app started; pick another image and "
-                "press **Classify**.",
+                "Below: the image on the left (a letter of a font the model never saw in training), classified "
+                "ahead of time; pick another image and press **Classify**.",
                 elem_classes=["note"],
             )
             c_summary = gr.Markdown(first[1], label="Agreement and cost", elem_id="cls-summary")
@@ -215,10 +263,10 @@ def build() -> dict[str, Any]:
     }
     defaults = {
         "classes": "",
-        "methods": list(knobs.PAPER),
+        "methods": list(knobs.CLASSIFY),
         **knobs.defaults(),
         "seed": 0,
-        "rounds": 3,
+        "rounds": ROUNDS,
         "execution": "eager",
     }
     bind_heavy(c_btn, _event, "classify", inputs, defaults, [c_table, c_summary, c_plot])

@@ -22,11 +22,11 @@ from bigain import execution
 from bigain.errors import BigainError, Stopped
 from bigain.jobs import Job, budget_from_env, run_stoppable
 from bigain.models import load_model
-from bigain.zoo import CARDS
+from bigain.zoo import CARDS, assets_dir
 
 log = logging.getLogger("bigain.app")
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_MODEL = "digits-dit"
+DEFAULT_MODEL = "glyphs-dit"  # the embedded model the app opens with (32×32 letters, 1024 tokens)
 QUEUE_SIZE = 16  # requests waiting in Gradio's queue, all visitors together
 HEAVY = "heavy"  # the concurrency group of every event that runs a model
 HEAVY_SLOTS = 4  # requests of that group admitted at once (one computes, the rest wait their turn here)
@@ -53,10 +53,11 @@ def model(name: str) -> Any:
 
 
 def available(name: str) -> bool:
-    """Whether a card's weights are here without asking the network (embedded: shipped; hub: in the cache)."""
+    """Whether a card's weights are here without asking the network (embedded: the trained weights are in
+    the assets folder; hub: in the Hugging Face cache)."""
     card = CARDS[name]
     if card.source == "embedded":
-        return True
+        return (assets_dir() / card.name / "model.safetensors").is_file()
     try:
         from huggingface_hub import try_to_load_from_cache
 
@@ -66,8 +67,14 @@ def available(name: str) -> bool:
 
 
 def unavailable_note(name: str) -> str:
-    """One sentence on how to get a hub model's weights."""
+    """One sentence on how to get a model's weights (hub: download them; embedded: train them)."""
     card = CARDS[name]
+    if card.source == "embedded":
+        return (
+            f"**{html.escape(card.name)} is not available here**: its trained weights are not in "
+            f"{html.escape(str(assets_dir() / card.name))}. Train them with `python -m bigain train "
+            f"{html.escape(card.name)}` (or point `BIGAIN_ASSETS` at a folder that has them), then restart the app."
+        )
     return (
         f"**{html.escape(card.name)} is not available here**: its weights ({html.escape(card.repo)}) are not in "
         f"the Hugging Face cache. Run `hf download {html.escape(card.repo)}` on a machine with a network connection "
@@ -75,12 +82,63 @@ def unavailable_note(name: str) -> str:
     )
 
 
+def classes_of(name: str) -> list[str]:
+    """A model's class names without loading it: an embedded model's world (glyphs: A–Z, digits: 0–9),
+    else the loaded model's (empty for prompt models)."""
+    card = CARDS[name]
+    if card.world is not None:
+        from bigain.worlds import world
+
+        return [str(c) for c in world(card.world).classes]
+    if card.conditioning != "labels" or not available(name):
+        return []
+    return [str(c) for c in (model(name).classes or [])]
+
+
+def default_class(name: str) -> str:
+    """The class the pickers start at (the fourth: D for glyphs, 3 for digits)."""
+    classes = classes_of(name)
+    return classes[3 % len(classes)] if classes else "a photo of a cat"
+
+
+def timing_text(timing: dict[str, Any], button: str) -> str:
+    """One sentence on where a tab's times come from, always with the thread count they were measured
+    with: this run (``{"device", "threads"}``), or a precomputed example (``precomputed``, ``command``,
+    ``timestamp``, ``commit``, ``rounds``), which ``button`` measures again here."""
+    from bigain.provenance import short_commit
+
+    how = threads_note(timing.get("device", "cpu"), timing.get("threads"))
+    if not timing.get("precomputed"):
+        return f"Times measured in this run on this machine ({how})."
+    commit = short_commit(timing.get("commit"))
+    when = ", ".join(b for b in (timing.get("timestamp"), commit and f"commit `{commit}`") if b)
+    rounds = timing.get("rounds")
+    rounds_text = f", {rounds} timing round{'s' if rounds != 1 else ''}" if rounds else ""
+    return (
+        f"**Precomputed example** ({how}{rounds_text}; written by `{html.escape(str(timing.get('command')))}`"
+        f"{', ' + when if when else ''}): press **{button}** to measure on this machine."
+    )
+
+
+def threads_note(device: Any = "cpu", threads: int | None = None) -> str:
+    """How a timing was measured: ``"cpu, 2 threads"`` (torch intra-op threads now, unless given)."""
+    import torch
+
+    n = torch.get_num_threads() if threads is None else int(threads)
+    return f"{device}, {n} thread{'s' if n != 1 else ''}"
+
+
 def model_choices() -> list[tuple[str, str]]:
-    """Every card of the zoo; the embedded ones first; hub ones marked when their weights are missing."""
+    """Every card of the zoo: the embedded glyph models first, then the digits ones, then the hub ones;
+    models whose weights are missing are marked."""
+
+    def order(kv: tuple[str, Any]) -> tuple[bool, bool]:
+        return kv[1].source != "embedded", kv[1].world != "glyphs"
+
     out = []
-    for name, card in sorted(CARDS.items(), key=lambda kv: kv[1].source != "embedded"):
+    for name, card in sorted(CARDS.items(), key=order):
         where = "embedded, CPU" if card.source == "embedded" else "hub, GPU"
-        state = "" if available(name) else " · not downloaded"
+        state = "" if available(name) else (" · not trained" if card.source == "embedded" else " · not downloaded")
         out.append((f"{name} ({where}{state})", name))
     return out
 

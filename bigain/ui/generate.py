@@ -1,5 +1,6 @@
 """Compare generation: several samples per method from the same seeds, a baseline-vs-method slider,
-difference maps on one colour scale, the cost of this run, and the digits evaluation of the model."""
+difference maps on one colour scale, the cost of this run (with the threads it was timed on), and the
+evaluation of the model. The tab opens with the precomputed example of :mod:`bigain.ui.examples`."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from bigain.ui.common import (
     DEFAULT_MODEL,
     MAX_SAMPLES,
     ROOT,
+    available,
     bind_heavy,
     check_execution,
     friendly,
@@ -26,10 +28,16 @@ from bigain.ui.common import (
     job_progress,
     model,
     stream,
+    timing_text,
 )
-from bigain.ui.shared import execution_picker, model_picker, on_model_outputs, sampling, timing_rounds
+from bigain.ui.shared import ROUNDS, execution_picker, model_picker, on_model_outputs, sampling, timing_rounds
+from bigain.zoo import CARDS
 
-SAMPLES = 4
+#: samples per method by default: two keep the default comparison (glyphs-dit, 20 steps, baseline + ToMe +
+#: L-GTM, one round) within 20 s on 2 CPUs (docs/app.md)
+SAMPLES = 2
+#: pixels per side a sample is drawn at (nearest neighbour, crisp): 32×32 glyphs ×4, 16×16 digits ×8
+SHOWN = 128
 OUTPUTS = ["gallery", "slider", "compare", "state", "diffs", "table", "speed", "quality", "summary"]
 
 
@@ -39,17 +47,21 @@ def _caption(row: explain.GenerationRow) -> str:
 
 
 def quality_table(model_name: str, labels: list[str]) -> str:
-    """The digits evaluation for the methods of this run (not this run's numbers: 360 test images and
-    1000 samples per method, measured once by ``python -m bigain eval digits``)."""
+    """The evaluation of the model for the methods of this run (not this run's numbers: the test split
+    and generated samples per method, measured once by ``python -m bigain eval <world>``)."""
+    card = CARDS.get(model_name)
+    world = (card.world if card is not None else None) or "digits"
     q = digits_quality(ROOT / "assets", model_name)
     if not q:
         return (
-            f"No digits evaluation for **{html.escape(model_name)}**: quality numbers (accuracy, FID) come "
-            "from `python -m bigain eval digits`, which covers the embedded digits models."
+            f"No evaluation of **{html.escape(model_name)}** yet: quality numbers (accuracy, FID) come from "
+            f"`python -m bigain eval {html.escape(world)}`, which covers the embedded models."
         )
+    n = max((int(r.get("n_cls", 0)) for r in q.values()), default=0)
+    images = f", {n} images" if n else ""
     lines = [
-        f"#### Quality of these settings in the digits evaluation of {html.escape(model_name)}",
-        "Measured once over the test split (classification top-1, 360 images) and 1000 generated samples "
+        f"#### Quality of these settings in the {html.escape(world)} evaluation of {html.escape(model_name)}",
+        f"Measured once over the test split (classification top-1{images}) and generated samples "
         "(recognised by a reference classifier; FID_ref, lower is better); — where a setting was not evaluated.",
         "",
         "| method | classification top-1 % | Δ vs baseline | generation recognised % | FID_ref |",
@@ -128,7 +140,7 @@ def generate(
     steps: int | None = None,
     guidance: float | None = None,
     samples: int = SAMPLES,
-    rounds: int = 3,
+    rounds: int = ROUNDS,
     execution: str = "eager",
     progress: Any = None,
 ) -> tuple[Any, ...]:
@@ -149,14 +161,27 @@ def generate(
         check_execution(execution),
         progress,
     )
-    return outputs(model_name, rows)
+    return outputs(model_name, rows, here(model_name))
 
 
-def outputs(model_name: str, rows: list[explain.GenerationRow]) -> tuple[Any, ...]:
-    m = model(model_name)
+def here(model_name: str) -> dict[str, Any]:
+    """How a run in this process is timed: the model's device and torch's threads now."""
+    import torch
+
+    return {"device": str(model(model_name).device), "threads": torch.get_num_threads(), "precomputed": False}
+
+
+def outputs(
+    model_name: str, rows: list[explain.GenerationRow], timing: dict[str, Any] | None = None
+) -> tuple[Any, ...]:
+    """The tab's outputs from the rows of a comparison (nothing is loaded or run: precomputed rows too)."""
+    timing = timing if timing is not None else here(model_name)
+    card = CARDS[model_name]
     base = rows[0].result.images
-    strips = {r.label: viz.strip(r.result.images, cols=2) for r in rows}  # 2×2 for the slider
-    gallery = [(viz.enlarge(im, 128), f"{_caption(r)} · {k + 1}") for r in rows for k, im in enumerate(r.result.images)]
+    strips = {r.label: viz.strip(r.result.images, min_side=SHOWN, cols=2) for r in rows}  # 2×2 for the slider
+    gallery = [
+        (viz.enlarge(im, SHOWN), f"{_caption(r)} · {k + 1}") for r in rows for k, im in enumerate(r.result.images)
+    ]
     others = [r.label for r in rows[1:]]
     pick = next((lbl for lbl in others if lbl.startswith("L-GTM")), others[0] if others else rows[0].label)
     slider = (strips[rows[0].label], strips[pick])
@@ -172,18 +197,19 @@ def outputs(model_name: str, rows: list[explain.GenerationRow]) -> tuple[Any, ..
             "GFLOPs / call": [None if r.flops is None else round(r.flops / 1e9, 4) for r in rows],
             "FLOPs vs baseline": [None if r.flops_ratio is None else f"{r.flops_ratio:.0%}" for r in rows],
             "mean |Δ| vs baseline": [round(r.mean_abs_diff or 0.0, 4) for r in rows],
+            "threads": [timing.get("threads")] * len(rows),
         }
     )
     speed = viz.speed_figure([r.label for r in rows], [r.speedup for r in rows], [r.flops_ratio for r in rows])
     res = rows[0].result
-    what = "class" if m.classes else "prompt"
+    what = "class" if card.conditioning == "labels" else "prompt"
     n = len(base)
     summary = (
-        f"**{html.escape(m.card.name)}**, {what} **{html.escape(str(res.condition[0]))}**, seed {res.seed}, "
+        f"**{html.escape(card.name)}**, {what} **{html.escape(str(res.condition[0]))}**, seed {res.seed}, "
         f"{n} sample{'s' if n != 1 else ''} per method (one batch, the same noise for every method), "
         f"{res.sampler.upper()} {res.steps} steps, guidance {res.guidance:g}: {res.n_calls} denoiser calls per "
-        "batch. Speed-ups are wall-time ratios to the baseline measured in this run, on this machine; on a small "
-        "model and a busy CPU they are noisy and small, while FLOPs are exact."
+        "batch. Speed-ups are wall-time ratios to the baseline measured in the same run; on a small model and a "
+        f"busy CPU they are noisy and small, while FLOPs are exact.\n\n{timing_text(timing, 'Generate')}"
     )
     return (
         gallery,
@@ -193,7 +219,7 @@ def outputs(model_name: str, rows: list[explain.GenerationRow]) -> tuple[Any, ..
         diffs,
         table,
         speed,
-        quality_table(m.card.name, [r.label for r in rows]),
+        quality_table(card.name, [r.label for r in rows]),
         summary,
     )
 
@@ -236,17 +262,22 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
 
 
 @functools.lru_cache(maxsize=2)
-def startup(model_name: str = DEFAULT_MODEL) -> tuple[Any, ...]:
-    """The finished example the tab opens with (computed once per process: few steps, one round)."""
-    card = model(model_name).card
-    return generate(
-        model_name,
-        str(model(model_name).classes[3]),
-        list(knobs.PAPER),
-        steps=min(card.steps, 25),
-        samples=SAMPLES,
-        rounds=1,
-    )
+def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, str]:
+    """The finished example the tab opens with, read from the files ``python -m bigain.ui.examples`` wrote
+    (no model runs here): (outputs, "") or, when they are missing or were made for other weights,
+    (None, a note saying so; the first click computes)."""
+    from bigain.ui import examples
+
+    try:
+        rows, timing = examples.read_generation(model_name)
+    except examples.Missing as e:
+        return None, f"{e.note} Press **Generate** to compute the example here."
+    return outputs(model_name, rows, timing), ""
+
+
+def _empty(note: str) -> tuple[Any, ...]:
+    """The outputs shown before anything was computed: the note in the summary, the rest empty."""
+    return ([], None, {"choices": [], "value": None}, {}, None, None, None, "", note)
 
 
 def build() -> dict[str, Any]:
@@ -255,7 +286,7 @@ def build() -> dict[str, Any]:
             g_model, g_cond, g_note = model_picker("gen")
             g_methods = knobs.method_picker("gen")
             g_knobs = knobs.settings_panel("gen")
-            g_seed, g_steps, g_guid = sampling(model(DEFAULT_MODEL).card)
+            g_seed, g_steps, g_guid = sampling(CARDS[DEFAULT_MODEL])
             g_samples = CheckedSlider(
                 1,
                 MAX_SAMPLES,
@@ -267,9 +298,10 @@ def build() -> dict[str, Any]:
             )
             g_rounds = timing_rounds()
             g_exec = execution_picker()
-            g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button")
+            g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button", interactive=available(DEFAULT_MODEL))
         with gr.Column(scale=3):
-            first = startup()
+            first, note = startup()
+            first = first or _empty(note)
             g_summary = gr.Markdown(first[8], label="Summary", elem_id="gen-summary")
             gr.Markdown("#### Generated: the same seeds for every method (caption: speed-up over the baseline)")
             g_gallery = gr.Gallery(
@@ -277,7 +309,7 @@ def build() -> dict[str, Any]:
                 label="Generated samples",
                 show_label=False,
                 format="png",
-                columns=SAMPLES,
+                columns=6,  # 2 samples × 3 runs in one row, each ≥ 128 px at 1400 px wide
                 height="auto",
                 object_fit="contain",
                 elem_id="gen-gallery",
@@ -303,9 +335,14 @@ def build() -> dict[str, Any]:
             g_diffs = gr.Plot(
                 first[4], label="Difference from the baseline", format="png", show_label=False, elem_id="gen-diffs"
             )
-            g_table = gr.Dataframe(first[5], label="Cost, measured in this run", elem_id="gen-table", wrap=True)
+            g_table = gr.Dataframe(
+                first[5],
+                label="Cost, measured in this run (threads: torch CPU threads)",
+                elem_id="gen-table",
+                wrap=True,
+            )
             g_speed = gr.Plot(first[6], label="Speed-up and FLOPs", format="png", show_label=False, elem_id="gen-speed")
-            g_quality = gr.Markdown(first[7], label="Quality (digits evaluation)", elem_id="gen-quality")
+            g_quality = gr.Markdown(first[7], label="Quality (evaluation)", elem_id="gen-quality")
     outs = [g_gallery, g_slider, g_compare, g_state, g_diffs, g_table, g_speed, g_quality, g_summary]
     inputs = {
         "model_name": g_model,
@@ -325,7 +362,7 @@ def build() -> dict[str, Any]:
         "steps": None,
         "guidance": None,
         "samples": SAMPLES,
-        "rounds": 3,
+        "rounds": ROUNDS,
         "execution": "eager",
     }
     bind_heavy(g_btn, _event, "generate", inputs, defaults, outs)

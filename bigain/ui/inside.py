@@ -1,6 +1,6 @@
 """Look inside: one generation recorded call by call, walked through step by step and block by block
 (steps are numbered from 1, as in the CLI's ``inside --step``; it opens at the middle step, where the
-image has taken shape)."""
+image has taken shape). The tab opens with the precomputed recording of :mod:`bigain.ui.examples`."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from bigain import explain, viz
 from bigain.ui import knobs
 from bigain.ui.common import (
     DEFAULT_MODEL,
+    available,
     bind_heavy,
     friendly,
     gpu,
@@ -22,6 +23,7 @@ from bigain.ui.common import (
     stream,
 )
 from bigain.ui.shared import model_picker, on_model_outputs, sampling
+from bigain.zoo import CARDS
 
 OUTPUTS = ["state", "image", "step", "block", "gate", "merges", "kv", "caption"]
 
@@ -122,29 +124,44 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
 
 
 @functools.lru_cache(maxsize=1)
-def startup() -> tuple[Any, ...]:
-    return look_inside(DEFAULT_MODEL, str(model(DEFAULT_MODEL).classes[3]), "lgtm")
+def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, str]:
+    """The recording the tab opens with, read from the files ``python -m bigain.ui.examples`` wrote (no
+    model runs here): (outputs, "") or, when they are missing or were made for other weights, (None, a
+    note saying so; the first click computes)."""
+    from bigain.ui import examples
+
+    try:
+        inside, _ = examples.read_inside(model_name)
+    except examples.Missing as e:
+        return None, f"{e.note} Press **Generate and record** to compute it here."
+    return outputs(inside), ""
 
 
 def build() -> dict[str, Any]:
     gr.Markdown(
         "Generate once with one method while recording every compressed attention call, then walk through the "
         "denoising steps (numbered from 1; it opens at the middle one) and blocks. **Gate**: L-GTM's Laplacian "
-        "energy over the image (hot = detail; drawn see-through so the digit stays visible). **Merge groups**: "
+        "energy over the image (hot = detail; drawn see-through so the letter stays visible). **Merge groups**: "
         "tokens averaged together share a colour, dots mark destinations. **KV**: what keys and values are made "
         "of under ToDo / IE-KVD at that block's token grid.",
         elem_classes=["note"],
     )
-    first = startup()
-    k = mid_step(first[0])
-    *raw, _ = explain.inside_figures(first[0], first[0].steps[k - 1], first[0].blocks[0])
+    first, note = startup()
+    if first is not None:
+        k = mid_step(first[0])
+        *raw, _ = explain.inside_figures(first[0], first[0].steps[k - 1], first[0].blocks[0])
+    else:  # nothing recorded yet: the note in the caption, the panels hidden until the first click
+        raw = [None, None, None]
+        first = (None, None, {"maximum": 2, "value": 1}, {"choices": [], "value": None}, None, None, None, note)
     with gr.Row():
         with gr.Column(scale=1, min_width=320):
             i_model, i_cond, i_note = model_picker("inside")
             i_method = knobs.method_picker("inside", single=True)
             i_knobs = knobs.settings_panel("inside")
-            i_seed, i_steps, i_guid = sampling(model(DEFAULT_MODEL).card)
-            i_btn = gr.Button("Generate and record", variant="primary", elem_id="inside-button")
+            i_seed, i_steps, i_guid = sampling(CARDS[DEFAULT_MODEL])
+            i_btn = gr.Button(
+                "Generate and record", variant="primary", elem_id="inside-button", interactive=available(DEFAULT_MODEL)
+            )
         with gr.Column(scale=3, elem_id="inside-plots"):
             i_state = gr.State(first[0])
             with gr.Row():

@@ -28,7 +28,12 @@ from bigain.ui.checked import (
 )
 
 OURS = ("lgtm", "iekvd")  # BiGain's own methods, marked in the lists
-PAPER = ("tome", "lgtm", "todo", "iekvd")  # checked by default
+PAPER = ("tome", "lgtm", "todo", "iekvd")  # the paper's four
+#: checked when the page opens: ToMe against BiGain's L-GTM (the baseline always runs first), what the
+#: default comparison on the glyph models can afford within 20 s on 2 CPUs (docs/app.md)
+DEFAULT = ("tome", "lgtm")
+#: checked in the classification tab: the same pair
+CLASSIFY = DEFAULT
 
 
 def compressing() -> list[type[Method]]:
@@ -100,7 +105,7 @@ def widget(cls: type[Method], p: Param, prefix: str) -> gr.components.Component:
     return CheckedTextbox(value=str(p.default), label=label, info=info, elem_id=elem_id, max_lines=1)
 
 
-def method_picker(prefix: str, single: bool = False) -> Any:
+def method_picker(prefix: str, single: bool = False, value: tuple[str, ...] = DEFAULT) -> Any:
     if single:
         return CheckedRadio(
             method_choices(),
@@ -110,7 +115,7 @@ def method_picker(prefix: str, single: bool = False) -> Any:
         )
     return CheckedCheckboxGroup(
         method_choices(),
-        value=[m for m in PAPER if m in METHODS],
+        value=[m for m in value if m in METHODS],
         label="Methods (the baseline always runs first)",
         elem_id=f"{prefix}-methods",
     )

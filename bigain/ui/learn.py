@@ -1,5 +1,5 @@
 """Learn the idea: the library's operators on an image's pixels (photos and digits), including the
-paper's Figure-6 experiment."""
+paper's Figure-6 experiment, on pixels and inside the model (its own tokens, :mod:`bigain.explain.features`)."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from bigain.explain.bundled import PHOTOS, photo_examples
 from bigain.explain.learn import GRIDS, frequency_parts, merge_choice
 from bigain.images import read_image
 from bigain.methods import LGTM, ToMe
-from bigain.ui.checked import CheckedImage, CheckedRadio, CheckedSlider
+from bigain.ui.checked import CheckedDropdown, CheckedImage, CheckedNumber, CheckedRadio, CheckedSlider, CheckedTextbox
 from bigain.ui.common import friendly
+from bigain.ui.common import model as loaded_model
+from bigain.zoo import CARDS, assets_dir
 
 FIG6_GRID, FIG6_RATIO = 64, 0.75  # the highest-resolution tokens, the highest ratio a 2×2 cell allows
 
@@ -69,6 +71,38 @@ def figure6(image: Any, grid: int = FIG6_GRID, ratio: float = FIG6_RATIO) -> Any
     seen = {f"{m.title} r={ratio:g}": merge_choice(tokens, m)["seen"] for m in (ToMe(ratio=ratio), LGTM(ratio=ratio))}
     edges = parts.score >= np.quantile(parts.score, 0.8)  # the fifth of tokens with the most Laplacian energy
     return viz.figure6(tokens, seen, f"{grid}×{grid} tokens, {ratio:.0%} merged away", edges=edges)
+
+
+FIG6_INSIDE = """#### 5. Figure 6 inside the model
+Where the paper makes it: on the model's **own tokens**, the hidden states entering the self-attention of its
+first compressed layer (the highest-resolution one), at t = 200 of 1000. A test image of the class is noised to
+t and the model runs once per method; the figure shows the Laplacian energy of those hidden states, which tokens
+ToMe and L-GTM merged, and how far each method's attention output is from the uncompressed one, on **edge**
+tokens (the quarter with the most energy) and **smooth** tokens (the half with the least). The KV methods are
+there too, with Table 12's ablation: keys/values from each 2×2 cell's highest-frequency token only (Freq-KV high)
+or its lowest (Freq-KV low). One image, one noise draw: the numbers move with the seed, so try a few."""
+
+
+def inside_models() -> list[str]:
+    """The embedded models whose weights are here (the Figure-6-inside section's choices)."""
+    return [
+        n for n, c in CARDS.items() if c.source == "embedded" and (assets_dir() / n / "model.safetensors").is_file()
+    ]
+
+
+@friendly
+def figure6_inside(model_name: str, condition: Any = "3", ratio: float = FIG6_RATIO, seed: Any = 0) -> tuple[Any, str]:
+    """Figure 6 on ``model_name``'s own tokens (class ``condition``): the figure and a Markdown table."""
+    if model_name not in inside_models():
+        raise gr.Error(f"Model must be one of {', '.join(inside_models())}.", print_exception=False)
+    res = explain.figure6_inside(
+        loaded_model(model_name), str(condition).strip(), seed=whole(seed, "seed"), ratio=float(ratio)
+    )
+    head = (
+        f"**{res.model}**, class {res.condition}, {res.source}, t = {res.t}, layer `{res.block}` "
+        f"({res.h}×{res.w} tokens × {res.channels} channels). Errors are relative: ‖Δ‖ / ‖uncompressed‖."
+    )
+    return explain.figure6_inside_figure(res), head + "\n\n" + res.table()
 
 
 def examples() -> tuple[list[list[str]], list[str]]:
@@ -133,4 +167,30 @@ def build() -> dict[str, Any]:
         ev(learn, inputs, [l_freq, l_keep, l_kv], api_visibility="undocumented", concurrency_id="learn")
     l_image.change(learn, inputs, [l_freq, l_keep, l_kv], api_visibility="undocumented", concurrency_id="learn")
     l_image.change(figure6, l_image, l_fig6, api_visibility="undocumented", concurrency_id="learn")
+    _build_inside()
     return {"image": l_image}
+
+
+def _build_inside() -> None:
+    """The Figure-6-inside section: computed on click (a few denoiser calls), nothing at start-up."""
+    models = inside_models()
+    if not models:
+        return
+    gr.Markdown(FIG6_INSIDE)
+    with gr.Row(elem_id="learn-figure6-inside"):
+        with gr.Column(scale=1, min_width=280):
+            f_model = CheckedDropdown(models, value=models[0], label="Model (embedded)", elem_id="learn-f6-model")
+            f_class = CheckedTextbox(value="3", label="Class (a digit; a letter for glyphs models)")
+            f_ratio = CheckedSlider(0.05, FIG6_RATIO, value=FIG6_RATIO, step=0.05, label="Merge ratio (ToMe, L-GTM)")
+            f_seed = CheckedNumber(value=0, integer=True, minimum=0, label="Seed (test image, noise, ToMe)")
+            f_run = gr.Button("Run inside the model", variant="primary", elem_id="learn-f6-button")
+        with gr.Column(scale=3):
+            f_plot = gr.Plot(label="Figure 6 inside the model", format="png", show_label=False)
+            f_table = gr.Markdown()
+    f_run.click(
+        figure6_inside,
+        [f_model, f_class, f_ratio, f_seed],
+        [f_plot, f_table],
+        api_visibility="undocumented",
+        concurrency_id="learn",
+    )

@@ -8,7 +8,16 @@ from typing import Any
 import gradio as gr
 
 from bigain.ui.checked import CheckedDropdown, CheckedNumber, CheckedSlider
-from bigain.ui.common import DEFAULT_MODEL, available, execution_modes, model, model_choices, unavailable_note
+from bigain.ui.common import (
+    DEFAULT_MODEL,
+    available,
+    classes_of,
+    default_class,
+    execution_modes,
+    model,
+    model_choices,
+    unavailable_note,
+)
 from bigain.zoo import CARDS
 
 MAX_SEED = 2**31 - 1
@@ -19,16 +28,21 @@ def model_picker(prefix: str, with_condition: bool = True) -> tuple[Any, Any, An
     """Model dropdown, class/prompt box (or None), and the note shown for a model that is not here."""
     m = CheckedDropdown(model_choices(), value=DEFAULT_MODEL, label="Model", elem_id=f"{prefix}-model")
     cond = None
-    if with_condition:
-        classes = [str(c) for c in model(DEFAULT_MODEL).classes]
+    if with_condition:  # the glyph models' classes are the letters A–Z (read from the world, nothing loaded)
         cond = CheckedDropdown(
-            classes,
-            value=classes[3 % len(classes)],
+            classes_of(DEFAULT_MODEL),
+            value=default_class(DEFAULT_MODEL),
             allow_custom_value=True,
             label="Class",
             elem_id=f"{prefix}-condition",
         )
-    note = gr.Markdown("", visible=False, elem_id=f"{prefix}-model-note", elem_classes=["note"])
+    ok = available(DEFAULT_MODEL)
+    note = gr.Markdown(
+        "" if ok else unavailable_note(DEFAULT_MODEL),
+        visible=not ok,
+        elem_id=f"{prefix}-model-note",
+        elem_classes=["note"],
+    )
     return m, cond, note
 
 
@@ -49,14 +63,16 @@ def on_model(name: str, with_condition: bool = True) -> tuple[Any, ...]:
             classes = [str(c) for c in (m.classes or [])]
             cond = gr.Dropdown(
                 choices=classes,
-                value=classes[3 % len(classes)] if classes else "a photo of a cat",
+                value=default_class(name) if classes else "a photo of a cat",
                 allow_custom_value=True,
                 label="Class" if classes else "Prompt",
             )
             note = ""
     else:
         note = unavailable_note(name)
-    if not ok:
+    if not ok and card.world is not None:  # an embedded model not trained here: its classes are still known
+        cond = gr.Dropdown(choices=classes_of(name), value=default_class(name), allow_custom_value=True, label="Class")
+    elif not ok:
         text = EXAMPLE_PROMPT.get(card.conditioning, "a photo of a cat")
         cond = gr.Dropdown(
             choices=[text],
@@ -83,15 +99,21 @@ def sampling(card: Any) -> tuple[Any, Any, Any]:
     return seed, steps, guidance
 
 
+#: Timing rounds a click runs by default: one keeps the default comparison on the glyph models within
+#: 20 s on 2 CPUs (docs/app.md); more rounds make the speed-ups robust to a busy machine.
+ROUNDS = 1
+
+
 def timing_rounds() -> Any:
     return CheckedSlider(
         1,
         5,
-        value=3,
+        value=ROUNDS,
         step=1,
         integer=True,
         label="Timing rounds",
-        info="Every method runs this many times in rotating order; the fastest run counts (robust to a busy machine).",
+        info="Every method runs this many times in rotating order; the fastest run counts (2–3 are robust to a "
+        "busy machine, each one adds a whole run per method).",
     )
 
 
