@@ -10,10 +10,13 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${OUT:-assets/bench}
 M="baseline tome:ratio=0.5 lgtm:ratio=0.5 tome:ratio=0.7 lgtm:ratio=0.7 todo iekvd iekvd:alpha=0.8;alpha_end=1.2 sito:ratio=0.5 freqkv"
+CORE="baseline tome:ratio=0.5 lgtm:ratio=0.5 todo iekvd"  # the classifier's batch and compiled mode: the paper's four
 export BIGAIN_BENCH_GIT=${BIGAIN_BENCH_GIT:-0}
 for m in glyphs-dit glyphs-unet; do
-  $PY -m bigain.bench speed --model "$m" --random-weights --regime 32x4 32x64 --methods $M \
+  $PY -m bigain.bench speed --model "$m" --random-weights --regime 32x4 --methods $M \
     --rounds "${ROUNDS:-5}" --warmup 1 --threads 1 --no-tomesd --out "$OUT/speed-$m-cpu"
-  $PY -m bigain.bench speed --model "$m" --random-weights --regime 32x4 --mode compile --methods $M \
-    --rounds "${ROUNDS:-5}" --warmup 1 --threads 1 --no-tomesd --out "$OUT/speed-$m-cpu-compile"
+  $PY -m bigain.bench speed --model "$m" --random-weights --regime 32x64 --methods $CORE \
+    --rounds "${ROUNDS:-5}" --warmup 1 --threads 1 --no-tomesd --no-flops --out "$OUT/speed-$m-cpu-b64"
+  $PY -m bigain.bench speed --model "$m" --random-weights --regime 32x4 --mode compile --methods $CORE \
+    --rounds "${ROUNDS:-5}" --warmup 1 --threads 1 --no-tomesd --no-flops --out "$OUT/speed-$m-cpu-compile"
 done
