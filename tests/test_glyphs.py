@@ -163,11 +163,15 @@ def test_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> No
 
 
 def test_frame_keeps_training_glyphs_and_reframes_others() -> None:
-    x, _ = glyphs.load("test", per_glyph=2)
-    for im in x[:40]:
+    x, _ = glyphs.load("test")
+    for im in x[::7]:
         framed = glyphs.frame(im[None])
         assert framed.shape == (1, 1, 32, 32)
-        assert (framed - im).abs().mean() < 0.06  # already framed like training glyphs: (almost) unchanged
+        # already framed like the training glyphs: unchanged up to a one-pixel re-centring
+        near = min(
+            (framed - torch.roll(im, (dy, dx), (-2, -1))).abs().mean().item() for dy in (-1, 0, 1) for dx in (-1, 0, 1)
+        )
+        assert near < 0.03
     big = torch.full((1, 1, 128, 128), -1.0)
     small = torch.nn.functional.interpolate(x[4:5], size=(40, 40), mode="bilinear", antialias=True)
     big[..., 70:110, 10:50] = small  # an E drawn small in a corner of a large canvas
