@@ -313,12 +313,11 @@ def reference() -> Reference:
 
     from safetensors.torch import load_file
 
-    from bigain.models import ModelUnavailable
     from bigain.zoo import assets_dir
 
     folder = assets_dir() / REFERENCE_DIR
     if not (folder / "model.safetensors").is_file():
-        raise ModelUnavailable(
+        raise FileNotFoundError(  # an OSError, as ModelUnavailable (bigain.models imports this world)
             f"no glyph reference classifier in {folder}: run `python -m bigain train {REFERENCE_DIR}`"
         )
     net = ReferenceNet()

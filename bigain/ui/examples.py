@@ -2,7 +2,6 @@
 
     python -m bigain.ui.examples                 # the default model (glyphs-dit) → assets/examples/
     python -m bigain.ui.examples --rounds 3 --out assets/examples
-    python -m bigain.ui.examples --measure       # time the default comparison a click runs (writes nothing)
 
 For each of Compare generation, Compare classification and Look inside it runs the tab's first example
 (the settings the page opens with) and writes ``<tab>.json`` (the request, the numbers, the timings, the
@@ -82,7 +81,7 @@ def generation_request(model_name: str) -> dict[str, Any]:
     """The Compare generation tab's first example: the page's default settings."""
     from bigain.ui import knobs
     from bigain.ui.common import default_class
-    from bigain.ui.generate import SAMPLES
+    from bigain.ui.shared import SAMPLES
 
     card = CARDS[model_name]
     return {
@@ -486,25 +485,6 @@ def read_inside(model_name: str, base: Path | None = None) -> tuple[Inside, dict
 # ---- the command --------------------------------------------------------------------------------
 
 
-def measure_default(model_name: str | None = None, repeats: int = 2) -> list[float]:
-    """Seconds of the default comparison a click on **Generate** runs (the page's settings, the click's
-    timing rounds, through the tab's handler, pictures included), ``repeats`` times in a row: the first
-    is cold (loading, first-call costs), the later ones are what a visitor waits for."""
-    from bigain.ui.common import DEFAULT_MODEL
-    from bigain.ui.generate import generate
-    from bigain.ui.shared import ROUNDS
-
-    model_name = model_name or DEFAULT_MODEL
-    threads.configure()
-    req = generation_request(model_name)
-    out = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        generate(model_name, req["condition"], req["methods"], samples=req["samples"], rounds=ROUNDS)
-        out.append(time.perf_counter() - t)
-    return out
-
-
 def main(argv: list[str] | None = None) -> int:
     from bigain.ui.common import DEFAULT_MODEL
 
@@ -516,16 +496,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="folder (default: examples/ in $BIGAIN_ASSETS or assets/)")
     p.add_argument("--tabs", nargs="+", default=list(TABS), choices=TABS, help="which tabs (default: all)")
     p.add_argument("--rounds", type=int, default=WRITE_ROUNDS, help=f"timing rounds (default {WRITE_ROUNDS})")
-    p.add_argument(
-        "--measure", action="store_true", help="write nothing: time the default comparison a click runs, cold then warm"
-    )
     a = p.parse_args(argv)
-    if a.measure:
-        cold, *warm = measure_default(a.model, 3)
-        n = torch.get_num_threads()
-        print(f"default comparison on {a.model}: cold {cold:.1f} s, warm " + ", ".join(f"{w:.1f} s" for w in warm)
-              + f" ({n} thread{'s' if n != 1 else ''})")  # fmt: skip
-        return 0
     if a.model != DEFAULT_MODEL:
         print(f"note: the app opens with {DEFAULT_MODEL}; examples for {a.model} are only read if that changes")
     t = time.perf_counter()

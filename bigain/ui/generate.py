@@ -30,12 +30,20 @@ from bigain.ui.common import (
     stream,
     timing_text,
 )
-from bigain.ui.shared import ROUNDS, execution_picker, model_picker, on_model_outputs, sampling, timing_rounds
-from bigain.zoo import CARDS
 
 #: samples per method by default: two keep the default comparison (glyphs-dit, 20 steps, baseline + ToMe +
 #: L-GTM, one round) within 20 s on 2 CPUs (docs/app.md)
-SAMPLES = 2
+from bigain.ui.shared import (
+    ROUNDS,
+    SAMPLES,
+    execution_picker,
+    model_picker,
+    on_model_outputs,
+    sampling,
+    timing_rounds,
+)
+from bigain.zoo import CARDS
+
 #: pixels per side a sample is drawn at (nearest neighbour, crisp): 32×32 glyphs ×4, 16×16 digits ×8
 SHOWN = 128
 OUTPUTS = ["gallery", "slider", "compare", "state", "diffs", "table", "speed", "quality", "summary"]
@@ -369,3 +377,25 @@ def build() -> dict[str, Any]:
     g_compare.change(on_compare, [g_state, g_compare], g_slider, api_visibility="undocumented")
     on_model_outputs(g_model, g_cond, g_steps, g_guid, g_note, g_btn)
     return {"model": g_model, "button": g_btn}
+
+
+def measure_default(model_name: str | None = None, repeats: int = 2) -> list[float]:
+    """Seconds of the default comparison a click on **Generate** runs (the page's settings, the click's
+    timing rounds, through the tab's handler, pictures included), ``repeats`` times in a row: the first
+    is cold (loading, first-call costs), the later ones are what a visitor waits for."""
+    import time
+
+    from bigain import threads
+    from bigain.ui.common import DEFAULT_MODEL
+    from bigain.ui.examples import generation_request
+    from bigain.ui.shared import ROUNDS
+
+    model_name = model_name or DEFAULT_MODEL
+    threads.configure()
+    req = generation_request(model_name)
+    out = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        generate(model_name, req["condition"], req["methods"], samples=req["samples"], rounds=ROUNDS)
+        out.append(time.perf_counter() - t)
+    return out

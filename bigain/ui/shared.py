@@ -128,3 +128,7 @@ def execution_picker() -> Any:
         info="eager: as is. compile: torch.compile (first run compiles, then fused kernels). "
         "cudagraph: the denoiser call captured once and replayed (GPU). Speed-ups compare within one mode.",
     )
+
+
+#: Samples per method of the Compare generation tab's default comparison.
+SAMPLES = 2
