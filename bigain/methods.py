@@ -559,7 +559,7 @@ class SiTo(Method):
 
     name: ClassVar[str] = "sito"
     title: ClassVar[str] = "SiTo"
-    ops_budget: ClassVar[tuple[int | None, int | None]] = (64, 44)  # 21 kernels are its Gaussian noise
+    ops_budget: ClassVar[tuple[int | None, int | None]] = (68, 48)  # 27 kernels are its Gaussian noise
 
     ratio: float = param(0.5, "Prune ratio", "fraction of tokens pruned (at most the non-base tokens)", lo=0, hi=0.98)
     sx: int = param(2, "Stride x", "cell width: one base token per sx×sy cell", lo=1, hi=8)
