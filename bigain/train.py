@@ -97,7 +97,7 @@ class Stage:
 #: then 32×32 for the strokes; ~95 minutes each on one contended core.
 DEFAULTS: dict[str, tuple[Stage, ...]] = {
     "glyphs-dit": (Stage(1800, 48, res=16, min_snr=5.0), Stage(600, 24, min_snr=5.0)),
-    "glyphs-unet": (Stage(2400, 32, res=16, min_snr=5.0), Stage(900, 16, min_snr=5.0)),
+    "glyphs-unet": (Stage(1600, 32, res=16, min_snr=5.0), Stage(700, 16, min_snr=5.0)),
     "digits-dit": (Stage(1500, 64),),
     "digits-unet": (Stage(2500, 64),),
 }
