@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from bigain.ui import *  # noqa: F403 - the handlers, for tests and Python callers
-from bigain.ui import build_demo, launch
+from typing import Any
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -30,18 +28,23 @@ def main(argv: list[str] | None = None) -> None:
         options["server_name"] = args.host
     if args.port:
         options["server_port"] = args.port
-    launch(demo, **options)
+    from bigain.ui import build_demo, launch
+
+    launch(build_demo(), **options)
 
 
-def __getattr__(name: str):  # the page is built on first use (``python app.py --help`` builds nothing)
+def __getattr__(name: str) -> Any:
+    """``app.demo`` and the handlers of :mod:`bigain.ui` (``app.generate``, …), imported on first use:
+    torch and gradio take seconds to load, and ``python app.py --help`` needs neither."""
+    import bigain.ui as ui
+
     if name == "demo":
-        globals()["demo"] = built = build_demo()
+        globals()["demo"] = built = ui.build_demo()
         return built
-    raise AttributeError(name)
+    if name.startswith("__") or not hasattr(ui, name):
+        raise AttributeError(name)
+    return getattr(ui, name)
 
 
 if __name__ == "__main__":
-    if any(a in ("-h", "--help") for a in sys.argv[1:]):
-        parse_args()
-    demo = build_demo()
-    main()
+    main(sys.argv[1:])

@@ -60,22 +60,33 @@ def method_help() -> str:
 
 
 class _Bar:
-    """A tqdm bar driven by the pipelines' progress(fraction, desc) callback."""
+    """A tqdm bar driven by the pipelines' progress(fraction, desc) callback, drawn at the first
+    progress report: input refused before any work prints its message and no empty bar."""
 
     def __init__(self, enabled: bool) -> None:
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=1000, disable=not enabled, bar_format="{l_bar}{bar}| {elapsed}<{remaining}")
+        self.enabled = enabled
+        self.bar: Any = None
 
     def __call__(self, fraction: float, desc: str) -> None:
+        if self.bar is None:
+            from tqdm import tqdm
+
+            fmt = "{l_bar}{bar}| {elapsed}<{remaining}"
+            self.bar = tqdm(total=1000, disable=not self.enabled, bar_format=fmt)
         self.bar.set_description(desc, refresh=False)
         self.bar.update(int(fraction * 1000) - self.bar.n)
 
     def reset(self) -> None:
-        self.bar.reset()
+        if self.bar is not None:
+            self.bar.reset()
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def _model_args(p: argparse.ArgumentParser) -> None:
@@ -112,7 +123,12 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--guidance", type=_float_arg, default=None, help="classifier-free guidance scale")
     g.add_argument("--num-images", type=_int_arg, default=1)
     g.add_argument("--sampler", choices=["ddim", "euler", "dpm", "flow"], default=None, help="default: the card's")
-    g.add_argument("--upscale", type=_int_arg, default=1, help="nearest-neighbour upscaling of the saved image(s)")
+    g.add_argument(
+        "--upscale",
+        type=_int_arg,
+        default=None,
+        help="nearest-neighbour upscaling of the saved image(s) (default: to at least 256 px; ×8 for glyphs)",
+    )
     g.add_argument("--out", type=Path, default=Path("bigain.png"), help="output PNG (several: _0, _1, … appended)")
     _mode_arg(g)
 
@@ -219,7 +235,7 @@ def _generate(a: argparse.Namespace) -> int:
     from bigain.pipelines import generate
 
     _out_path(a.out)
-    upscale = check_int("--upscale", a.upscale, 1, 64)
+    upscale = None if a.upscale is None else check_int("--upscale", a.upscale, 1, 64)
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     cond: Any = a.condition
     bar = _Bar(not a.quiet)
@@ -243,15 +259,18 @@ def _generate(a: argparse.Namespace) -> int:
         if len(r.images) == 1
         else [a.out.with_name(f"{a.out.stem}_{i}{a.out.suffix}") for i in range(len(r.images))]
     )
+    k = upscale or max(1, -(-256 // max(r.images[0].size)))
     for img, path in zip(r.images, paths, strict=True):
-        if upscale > 1:
-            img = img.resize((img.width * upscale, img.height * upscale), Image.NEAREST)
+        if k > 1:
+            img = img.resize((img.width * k, img.height * k), Image.NEAREST)
         path.parent.mkdir(parents=True, exist_ok=True)
         img.save(path)
-    print(f"{r.method.label()}: {len(r.images)} image(s) of {r.condition[0]!r} → {', '.join(map(str, paths))}")
+    side = f"{r.images[0].width * k}×{r.images[0].height * k} px"
+    where = ", ".join(map(str, paths))
+    print(f"{r.method.label()}: {_plural(len(r.images), 'image')} of {r.condition[0]!r} at {side} → {where}")
     print(
-        f"{r.steps} steps, guidance {r.guidance:g}, {r.n_calls} denoiser calls, {r.per_call_s * 1000:.1f} ms/call, "
-        f"wall {r.wall_s:.2f} s"
+        f"{_plural(r.steps, 'step')}, guidance {r.guidance:g}, {_plural(r.n_calls, 'denoiser call')}, "
+        f"{r.per_call_s * 1000:.1f} ms/call, wall {r.wall_s:.2f} s"
     )
     return 0
 
@@ -270,6 +289,7 @@ def _classify(a: argparse.Namespace) -> int:
     from bigain.pipelines import classify
     from bigain.pipelines.classify import DEFAULT_TEMPERATURE
 
+    top = check_int("--top", a.top, 1, 1000)  # before any work: -1 would silently drop a row
     model = load_model(a.model, device=a.device, dtype=a.dtype)
     proto = dict(model.card.protocol)
     for key, val in (
@@ -303,11 +323,16 @@ def _classify(a: argparse.Namespace) -> int:
         bar.close()
     for path, r in out:
         print(
-            f"{path}: {r.prediction}  ({r.method.label()}, {r.n_evals} evaluations in {r.n_calls} calls, "
-            f"{r.wall_s:.2f} s)"
+            f"{path}: {r.prediction}  ({r.method.label()}, {_plural(r.n_evals, 'evaluation')} in "
+            f"{_plural(r.n_calls, 'call')}, {r.wall_s:.2f} s)"
         )
-        for row in r.ranking[: a.top]:
-            print(f"  {row.cls:>24}  error {row.mean_error:.5f}  score {row.score:.3f}  ({row.n_timesteps} t)")
+        rows = r.ranking[:top]
+        width = max((len(row.cls) for row in rows), default=0)
+        for row in rows:
+            print(
+                f"  {row.cls:<{width}}  error {row.mean_error:.5f}  score {row.score:.3f}  "
+                f"({_plural(row.n_timesteps, 'timestep')})"
+            )
     if a.json:
         a.json.write_text(json.dumps([_result_json(p, r) for p, r in out], indent=1) + "\n")
     return 0

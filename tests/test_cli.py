@@ -49,12 +49,20 @@ def test_the_default_model_is_glyphs_dit(tmp_path: Path, capsys) -> None:
     out = tmp_path / "e.png"
     assert cli.main(["generate", "-c", "E", "--steps", "2", "--num-images", "1", "--out", str(out), "--quiet"]) == 0
     text = capsys.readouterr().out
-    assert Image.open(out).size == (32, 32) and "of 'E'" in text  # a 32×32 capital, saved as generated
+    assert Image.open(out).size == (256, 256) and "1 image of 'E' at 256×256 px" in text  # 32 px ×8: viewable
+    assert "2 steps" in text and "2 denoiser calls" in text  # conditional and unconditional in one batch
     rc = cli.main(["classify", str(out), "--n-pool", "2", "--n-samples", "1,2", "--to-keep", "2,1", "--quiet",
                    "--top", "2"])  # fmt: skip
     text = capsys.readouterr().out
     assert rc == 0 and re.match(rf"^{re.escape(str(out))}: [A-Z]  \(", text)  # a letter: the glyph world's classes
-    assert len(re.findall(r"^ +[A-Z]  error ", text, re.M)) == 2
+    rows = re.findall(r"^  [A-Z]  error [0-9.]+  score [0-9.]+  \((\d) timesteps?\)$", text, re.M)
+    assert len(rows) == 2  # aligned to the longest class name, the timesteps said in words
+
+
+def test_a_bad_top_is_refused_before_any_work(capsys) -> None:
+    assert cli.main(["classify", "nothing.png", "--model", "digits-dit", "--top", "-1"]) == 2
+    captured = capsys.readouterr()
+    assert "--top" in captured.err and "%|" not in captured.err  # one message, no empty progress bar
 
 
 def test_errors_exit_2(capsys, tmp_path: Path) -> None:
