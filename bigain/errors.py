@@ -33,7 +33,7 @@ class Stopped(BigainError):
 def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -> int:
     """``v`` as an int if it is one (numpy ints too; not bools, floats or strings) within [lo, hi]."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise BadType(f"{name} must be an integer{_range(lo, hi)}, got {_show(v)}")
+        raise BadType(f"{name} must be an integer{_range(lo, hi)}, got {excerpt(v)}")
     v = int(v)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
         raise BadInput(f"{name} must be an integer{_range(lo, hi)}, got {v}")
@@ -43,7 +43,7 @@ def check_int(name: str, v: Any, lo: int | None = None, hi: int | None = None) -
 def check_number(name: str, v: Any, lo: float | None = None, hi: float | None = None) -> float:
     """``v`` as a float if it is a finite real number (not a bool or a string) within [lo, hi]."""
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise BadType(f"{name} must be a number{_range(lo, hi)}, got {_show(v)}")
+        raise BadType(f"{name} must be a number{_range(lo, hi)}, got {excerpt(v)}")
     v = float(v)
     if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
         raise BadInput(f"{name} must be a finite number{_range(lo, hi)}, got {v}")
@@ -68,7 +68,7 @@ def _range(lo: float | None, hi: float | None) -> str:
     return "" if hi is None else f" ≤ {hi:g}"
 
 
-def _show(v: Any) -> str:
+def excerpt(v: Any) -> str:
     """A short, safe rendering of a bad value (long strings are cut: no 1 MB echoes)."""
     text = repr(v) if isinstance(v, (str, bytes)) else f"{type(v).__name__} {v!r}"
     return text if len(text) <= 60 else text[:57] + "…"

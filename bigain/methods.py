@@ -9,13 +9,14 @@ method it has.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 import torch
 
-from bigain.errors import BadInput, BadType
+from bigain.errors import BadInput, BadType, excerpt
 from bigain.ops import fused  # torch ops, or fused kernels for CUDA tensors
 from bigain.ops.kv import alpha_at, alpha_weight
 from bigain.ops.kv_select import select_kv_index
@@ -622,7 +623,7 @@ def method_class(name: str) -> type[Method]:
         raise BadType(f"a method name must be a str, got {type(name).__name__}")
     cls = METHODS.get(name.strip().lower().replace("-", ""))
     if cls is None:
-        raise BadInput(f"unknown method {name!r}; choose one of {sorted(METHODS)}")
+        raise BadInput(f"unknown method {excerpt(name)}; choose one of {sorted(METHODS)}")
     return cls
 
 
@@ -660,16 +661,19 @@ def parse_value(p: Param, text: str) -> Any:
 def parse_method(spec: str) -> Method:
     """Parse ``"name"`` or ``"name:key=value;key=value"`` (``,`` also separates options), e.g.
     ``"iekvd:alpha=0.8;alpha_end=1.2"``; values are read by each parameter's declared kind."""
+    if not isinstance(spec, str):
+        raise BadType(f"a method spec must be a str like 'lgtm:ratio=0.7', got {excerpt(spec)}")
     name, _, rest = spec.partition(":")
     cls = method_class(name)
     declared = {p.name: p for p in cls.parameters()}
     params = {}
-    for item in filter(None, (i.strip() for i in rest.replace(";", "\n").split("\n"))):
+    # ";" separates options, and so does "," before the next "key=" (a tuple value keeps its commas: blocks=1,2)
+    for item in filter(None, (i.strip() for i in re.split(r";|,(?=\s*[A-Za-z_]\w*\s*=)", rest))):
         key, eq, val = item.partition("=")
         key = key.strip()
         if not eq:
-            raise BadInput(f"method option {item!r} is not key=value")
+            raise BadInput(f"method option {excerpt(item)} is not key=value")
         if key not in declared:
-            raise BadInput(f"{cls.title} takes {list(declared)}, not {key!r}")
+            raise BadInput(f"{cls.title} takes {list(declared)}, not {excerpt(key)}")
         params[key] = parse_value(declared[key], val)
     return cls(**params)

@@ -58,6 +58,15 @@ def test_declared_parameters_validate_and_parse(toy) -> None:
         parse_method("toy:gain=abc")
     with pytest.raises(ValueError, match=r"Toy takes \['max_downsample', 'blocks', 'gain', 'mode'\], not 'x'"):
         parse_method("toy:x=1")
+    # "," separates options as documented, and a tuple value keeps its own commas
+    assert parse_method("toy:gain=3,mode=b") == Toy(gain=3.0, mode="b")
+    assert parse_method("toy:blocks=1,2, gain=3") == Toy(blocks=(1, 2), gain=3.0)
+    with pytest.raises(TypeError, match="a method spec must be a str"):
+        parse_method(None)  # type: ignore[arg-type]
+    for spec, longest in (("toy:" + "x" * 10**6 + "=1", 200), ("y" * 10**6, 300)):
+        with pytest.raises(ValueError) as err:
+            parse_method(spec)
+        assert len(str(err.value)) < longest  # the bad part is quoted as an excerpt, not echoed whole
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))
