@@ -146,7 +146,7 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, default=None, help="also write the results as JSON")
     _mode_arg(c)
 
-    t = sub.add_parser("train", help="train an embedded digits model (python -m bigain.train)", add_help=False)
+    t = sub.add_parser("train", help="train an embedded model (python -m bigain.train)", add_help=False)
     t.add_argument("rest", nargs=argparse.REMAINDER)
 
     e = sub.add_parser(

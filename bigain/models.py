@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from bigain.backbones import Backbone, adapter_for
-from bigain.errors import BadInput, BadType, BigainError
+from bigain.errors import BadInput, BadType, BigainError, excerpt
 from bigain.execution import Executor
 from bigain.images import to_image, to_latent, to_model_image
 from bigain.zoo import ALIASES, CARDS, ModelCard, arch_of_config, assets_dir, build, label_condition
@@ -135,9 +135,11 @@ class LoadedModel:
         "flow" (default: the card's)."""
         import diffusers
 
+        if sampler is not None and not isinstance(sampler, str):
+            raise BadType(f"sampler must be one of {sorted(SAMPLERS)} (a str), got {excerpt(sampler)}")
         kind = (sampler or self.card.sampler).lower()
         if kind not in SAMPLERS:
-            raise BadInput(f"sampler must be one of {sorted(SAMPLERS)}, got {sampler!r}")
+            raise BadInput(f"sampler must be one of {sorted(SAMPLERS)}, got {excerpt(sampler)}")
         if (kind == "flow") != (self.prediction == "flow"):
             allowed = ["flow"] if self.prediction == "flow" else sorted(set(SAMPLERS) - {"flow"})
             raise BadInput(f"{self.card.name} samples with {allowed}, not {kind!r}")

@@ -35,7 +35,7 @@ import torch
 
 from bigain.backbones import Backbone, JointProcessor, Target, adapter_for
 from bigain.backbones.base import WrappedProcessor
-from bigain.errors import BadInput, BadType
+from bigain.errors import BadInput, BadType, excerpt
 from bigain.methods import AttnCall, Baseline, CallInfo, Method, parse_method
 from bigain.ops import rng
 from bigain.record import current as current_recorder
@@ -451,7 +451,10 @@ def active_method(model: Any) -> Method | None:
 
 
 def compressed_blocks(model: Any, method: Method) -> list[str]:
-    """Names of the transformer blocks ``method`` would compress in ``model``."""
+    """Names of the transformer blocks ``method`` would compress in ``model`` (a Method instance:
+    ``parse_method("lgtm")`` for a name)."""
+    if not isinstance(method, Method):
+        raise BadType(f"compressed_blocks takes a Method (e.g. bigain.LGTM()), got {excerpt(method)}")
     net = denoiser_of(model)
     state = _state(net) or _State(net, None)
     return [state.targets[i].name for i in state.active(method)]

@@ -92,6 +92,8 @@ def test_empty_and_oversized_inputs(dit) -> None:
         ({"steps": float("nan")}, BadType, "steps must be an integer"),
         ({"guidance": float("nan")}, BadInput, r"guidance must be a finite number in \[0, 50\]"),
         ({"num_images": 0}, BadInput, "num_images"),
+        ({"sampler": 3}, BadType, r"sampler must be one of .* \(a str\), got int 3"),
+        ({"sampler": "x" * 10**5}, BadInput, "sampler must be one of .*…$"),
     ],
 )
 def test_generate_checks_types_and_ranges(dit, kw, kind, message) -> None:
@@ -129,6 +131,8 @@ def test_models_devices_and_methods() -> None:
         bigain.apply(net, "nope")
     with pytest.raises(BadType, match="expected a bigain Method"):
         bigain.apply(net, 3)
+    with pytest.raises(BadType, match=r"compressed_blocks takes a Method \(e.g. bigain.LGTM\(\)\), got 'lgtm'"):
+        bigain.compressed_blocks(net, "lgtm")  # type: ignore[arg-type]
 
 
 def test_errors_are_value_and_type_errors() -> None:
