@@ -66,6 +66,17 @@ def read_image(path: str | os.PathLike) -> Any:
         raise BadInput(f"{name} is truncated or corrupt and could not be decoded ({err})") from err
 
 
+def _upright(image: Any) -> Any:
+    """The image as it is meant to be seen: a camera's EXIF orientation applied (a phone photo stored
+    rotated, tag 6, would otherwise be classified lying on its side); the tag is dropped, so twice is once."""
+    from PIL import ImageOps
+
+    try:
+        return ImageOps.exif_transpose(image) or image
+    except (OSError, ValueError, SyntaxError):  # a malformed EXIF block: keep the pixels as stored
+        return image
+
+
 def _finite(arr: np.ndarray, what: str = "the image") -> np.ndarray:
     if not np.isfinite(arr).all():
         raise BadInput(f"{what} has NaN or infinite values")
@@ -80,6 +91,7 @@ def _as_array(image: Any) -> np.ndarray:
         image = read_image(image)
     if isinstance(image, Image.Image):
         check_size(*image.size)
+        image = _upright(image)
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = _finite(np.asarray(image, dtype=np.float64))
             top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0

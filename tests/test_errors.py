@@ -173,3 +173,20 @@ def test_cli_refuses_malformed_numbers_without_echoing_them(value: str, capsys) 
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # argparse: the usage, then one error line
     assert exit_.value.code == 2 and "error: argument" in last and len(last) < 200 and "Traceback" not in err
+
+
+def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
+    from bigain.images import _as_array
+
+    stored = np.zeros((8, 16), np.uint8)
+    stored[:, :4] = 255  # a bright band on the left of the stored pixels
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90° clockwise to view"
+    path = tmp_path / "phone.png"
+    Image.fromarray(stored).save(path, exif=exif.tobytes())
+    upright = np.asarray(Image.fromarray(stored).transpose(Image.Transpose.ROTATE_270), np.float64) / 255
+    seen = _as_array(path)[..., 0]
+    assert seen.shape == (16, 8) and np.array_equal(seen, upright)  # the band is on top, as a viewer shows it
+    opened = Image.open(path)
+    assert np.array_equal(_as_array(opened)[..., 0], upright)  # a PIL image too
+    assert opened.getexif().get(0x0112) == 6  # the caller's image is left as it was
