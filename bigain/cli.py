@@ -192,6 +192,8 @@ def _inside(a: argparse.Namespace) -> int:
     method = parse_method(a.method or "lgtm")
     if not method.compresses:
         raise BadInput(f"inside shows what a compression method did; {method.title} compresses nothing (try lgtm)")
+    planned = model.card.steps if a.steps is None else a.steps
+    check_int("--step", a.step, 1, check_int("--steps", planned, 1, 1000))  # before the recording, not after it
     inside = explain.record_generation(model, a.condition, method, seed=a.seed, steps=a.steps)
     step = check_int("--step", a.step, 1, len(inside.steps)) - 1
     if a.block is not None and a.block not in inside.blocks:

@@ -161,3 +161,14 @@ def test_inside_writes_the_look_inside_picture(tmp_path: Path) -> None:
     sheet = Image.open(out)
     assert sheet.width > sheet.height > 100  # gate and merge figures side by side
     assert main(["inside", "--model", "digits-dit", "--condition", "3", "--method", "baseline", "--steps", "2"]) == 2
+
+
+def test_inside_refuses_a_step_past_the_end_before_recording(monkeypatch, capsys) -> None:
+    from bigain import explain
+
+    def never(*a, **k):
+        raise AssertionError("recorded a generation for a step that does not exist")
+
+    monkeypatch.setattr(explain, "record_generation", never)
+    assert cli.main(["inside", "--model", "digits-dit", "-c", "3", "--step", "999", "--steps", "4"]) == 2
+    assert "--step must be an integer in [1, 4], got 999" in capsys.readouterr().err
