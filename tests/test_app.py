@@ -219,6 +219,10 @@ def test_api_outputs_are_named_and_help_starts_no_server() -> None:
     assert set(info) == {"/generate", "/classify"}
     for ep in info.values():
         assert all(not r["label"].startswith("value_") for r in ep["returns"]), ep["returns"]
+        kinds = {p["parameter_name"]: p["type"].get("type") for p in ep["parameters"]}
+        wholes = [n for n in kinds if n.endswith(("_sx", "_sy", "_factor", "_every")) or n in ("seed", "rounds")]
+        assert wholes and {kinds[n] for n in wholes} == {"integer"}, kinds  # API clients send ints, not floats
+        assert kinds["tome_ratio"] == "number"
     assert [r["label"] for r in info["/classify"]["returns"]] == [
         "Top-5 classes per method: class (score)",
         "Agreement and cost",

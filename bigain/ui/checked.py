@@ -110,6 +110,10 @@ class CheckedSlider(_Checked, gr.Slider):
     def preprocess(self, payload: Any) -> int | float:
         return check_number(self.label, payload, integer=self.integer, lo=self.minimum, hi=self.maximum)
 
+    def api_info(self) -> dict[str, Any]:  # API clients (and MCP tools) see whole-number knobs as integers
+        info = super().api_info()
+        return {**info, "type": "integer"} if self.integer else info
+
 
 class CheckedCheckbox(_Checked, gr.Checkbox):
     def preprocess(self, payload: Any) -> bool:
