@@ -345,7 +345,7 @@ def build() -> dict[str, Any]:
             )
             g_table = gr.Dataframe(
                 first[5],
-                label="Cost, measured in this run (threads: torch CPU threads)",
+                label="Cost per method (threads: torch CPU threads; where it was measured: the note above)",
                 elem_id="gen-table",
                 wrap=True,
             )
