@@ -424,20 +424,38 @@ def _uninstall(net: torch.nn.Module) -> None:
 
 
 def unpatched_copy(model: Any) -> torch.nn.Module:
-    """A deep copy of ``model``'s denoiser without bigain's patch; the original stays exactly as it was
-    (e.g. the loader's shared, patched model)."""
+    """A deep copy of ``model``'s denoiser without bigain's patch. The original is never touched (other
+    threads may be computing with it): the copy is made with bigain's processors replaced by copies of
+    the ones they wrap, and without bigain's state and hooks."""
     import copy
 
     net = denoiser_of(model)
-    with _LOCK:
+    with _LOCK:  # against a concurrent apply/remove changing the patch mid-copy
         state = _state(net)
         if state is None:
             return copy.deepcopy(net)
-        _uninstall(net)
-        try:
-            return copy.deepcopy(net)
-        finally:
-            _attach(state)  # the same state: default, open compress() blocks and per-thread keys survive
+        memo: dict[int, Any] = {id(state): None}
+        for attn, original in state.originals.items():
+            memo[id(attn.processor)] = copy.deepcopy(original, memo)
+        out = copy.deepcopy(net, memo)
+        hook_ids = {h.id for h in state.hooks}
+    out.__dict__.pop(_ATTR, None)
+    for m in out.modules():  # the hooks were copied as references to the original's state: drop them
+        for name in _HOOK_DICTS:
+            hooks = getattr(m, name, None)
+            for i in hook_ids & set(hooks or ()):
+                del hooks[i]
+    return out
+
+
+#: nn.Module's hook tables (``RemovableHandle.id`` keys) that bigain's forward hooks are entered in.
+_HOOK_DICTS = (
+    "_forward_pre_hooks",
+    "_forward_pre_hooks_with_kwargs",
+    "_forward_hooks",
+    "_forward_hooks_with_kwargs",
+    "_forward_hooks_always_called",
+)
 
 
 def is_patched(model: Any) -> bool:

@@ -316,3 +316,34 @@ def test_unpatched_copy_leaves_the_original_and_its_open_blocks_as_they_were(dit
         assert torch.equal(
             copy_(x, timestep=t, class_labels=labels).sample, dit(x, timestep=t, class_labels=labels).sample
         )
+
+
+def test_unpatched_copy_is_safe_while_another_thread_computes(dit, dit_inputs) -> None:
+    import threading
+
+    x, t, labels = dit_inputs
+    method = bigain.LGTM(ratio=0.5)  # deterministic: every compressed call must give the same output
+    with torch.no_grad():
+        plain = dit(x, timestep=t, class_labels=labels).sample
+        with bigain.compress(dit, method):
+            want = dit(x, timestep=t, class_labels=labels).sample
+    wrong, done = [], threading.Event()
+
+    def compute() -> None:
+        with torch.no_grad(), bigain.compress(dit, method):
+            for _ in range(12):
+                wrong.append(not torch.equal(dit(x, timestep=t, class_labels=labels).sample, want))
+        done.set()
+
+    worker = threading.Thread(target=compute)
+    worker.start()
+    copies = [patch.unpatched_copy(dit)]
+    while not done.is_set():
+        copies.append(patch.unpatched_copy(dit))
+    worker.join()
+    assert len(wrong) == 12 and not any(wrong)  # the copies never changed what the other thread computed
+    assert len(copies) > 1
+    with torch.no_grad():
+        assert torch.equal(copies[-1](x, timestep=t, class_labels=labels).sample, plain)
+    hooks = [h for m in copies[-1].modules() for name in patch._HOOK_DICTS for h in getattr(m, name, {})]
+    assert not hooks and not bigain.is_patched(copies[-1])
