@@ -24,6 +24,7 @@ method side by side. ``remove`` restores the original processors and drops every
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections.abc import Iterator, Sequence
@@ -73,6 +74,12 @@ def _grid(hw: tuple[int, int], n: int, downsample: int) -> tuple[int, int]:
     raise RuntimeError(f"bigain: cannot lay {n} tokens on a grid of latent {h0}x{w0}")
 
 
+_NO_COPY = (
+    "bigain: a patched model cannot be pickled or deep-copied (its patch holds per-thread state): save "
+    "model.state_dict(), or copy bigain.patch.unpatched_copy(model), or bigain.remove(model) first"
+)
+
+
 class _State:
     """Per-model patch state. Per-call data lives in thread-local storage (``local``)."""
 
@@ -86,14 +93,15 @@ class _State:
         self.targets: list[Target] = self.backbone.targets
         self.default_blocks = self.backbone.default_blocks
         self.users = 0  # open compress() blocks
+
         self.auto = False  # installed by compress(), removed when its last block exits
         self.key = rng.new_key(_fork_seed(_device_of(model)), _device_of(model))
 
     def __deepcopy__(self, memo: dict) -> _State:
-        raise BadType("bigain: call bigain.remove(model) before copying a patched model, then patch the copy")
+        raise BadType(_NO_COPY)
 
-    def __reduce_ex__(self, protocol: Any) -> Any:
-        raise BadType("bigain: call bigain.remove(model) before pickling a patched model")
+    def __reduce_ex__(self, protocol: Any) -> Any:  # pickle and torch.save
+        raise BadType(_NO_COPY)
 
     # ---- which method, where --------------------------------------------------------------
     def method(self) -> Method:
@@ -297,12 +305,17 @@ class BigainProcessor(WrappedProcessor):
         return plan.unmerge(out) if plan.unmerge is not None else out
 
 
-def _model_hook(state: _State):
-    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
-        _begin(state, sample, state.backbone.timestep(args, kwargs), kwargs)
+# The hooks are partials of module-level functions, not closures: pickling a patched model then reaches
+# _State.__reduce_ex__ and its message, not "Can't pickle local object".
 
-    return hook
+
+def _on_model(state: _State, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    sample = kwargs.get("sample", kwargs.get("hidden_states", args[0] if args else None))
+    _begin(state, sample, state.backbone.timestep(args, kwargs), kwargs)
+
+
+def _model_hook(state: _State) -> Any:
+    return functools.partial(_on_model, state)
 
 
 def begin_call(model: Any, sample: torch.Tensor, timestep: Any) -> None:
@@ -331,30 +344,31 @@ def _begin(state: _State, sample: torch.Tensor, t: Any, kwargs: dict[str, Any]) 
     loc.method, loc.info = method, _call_info(state, sample, t, method, kwargs)
 
 
-def _end_hook(state: _State):
+def _on_model_end(state: _State, module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+    state.local.method, state.local.info = None, None
+
+
+def _end_hook(state: _State) -> Any:
     """After the forward: a block called on its own later runs uncompressed (no grid is known for it)."""
-
-    def hook(module: torch.nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
-        state.local.method, state.local.info = None, None
-
-    return hook
+    return functools.partial(_on_model_end, state)
 
 
-def _block_hook(state: _State):
-    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        state.local.metric = kwargs.get("hidden_states", args[0] if args else None)
-
-    return hook
+def _on_block(state: _State, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    state.local.metric = kwargs.get("hidden_states", args[0] if args else None)
 
 
-def _text_len_hook(state: _State):
+def _block_hook(state: _State) -> Any:
+    return functools.partial(_on_block, state)
+
+
+def _on_joint_block(state: _State, module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
+    text = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
+    state.local.text_len = None if text is None else int(text.shape[1])
+
+
+def _text_len_hook(state: _State) -> Any:
     """Single-stream joint blocks hold [text, image] in one sequence: remember where the image starts."""
-
-    def hook(module: torch.nn.Module, args: tuple, kwargs: dict) -> None:
-        text = kwargs.get("encoder_hidden_states", args[1] if len(args) > 1 else None)
-        state.local.text_len = None if text is None else int(text.shape[1])
-
-    return hook
+    return functools.partial(_on_joint_block, state)
 
 
 def _install(model: torch.nn.Module, blocks: tuple[int, ...] | None) -> _State:

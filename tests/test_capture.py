@@ -347,3 +347,15 @@ def test_unpatched_copy_is_safe_while_another_thread_computes(dit, dit_inputs) -
         assert torch.equal(copies[-1](x, timestep=t, class_labels=labels).sample, plain)
     hooks = [h for m in copies[-1].modules() for name in patch._HOOK_DICTS for h in getattr(m, name, {})]
     assert not hooks and not bigain.is_patched(copies[-1])
+
+
+def test_saving_a_patched_model_says_what_to_do_instead(dit, tmp_path) -> None:
+    import copy
+    import io
+
+    with bigain.compress(dit, ToMe(ratio=0.5)):
+        for save in (lambda: torch.save(dit, io.BytesIO()), lambda: copy.deepcopy(dit)):
+            with pytest.raises(TypeError, match=r"cannot be pickled or deep-copied .*unpatched_copy"):
+                save()
+        torch.save(dit.state_dict(), tmp_path / "w.pt")  # the weights are plain tensors
+        torch.save(patch.unpatched_copy(dit), tmp_path / "m.pt")
