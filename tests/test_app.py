@@ -18,7 +18,7 @@ import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import gradio as gr
 import numpy as np
@@ -508,3 +508,43 @@ def test_budget_is_read_from_the_environment(monkeypatch) -> None:
     with pytest.raises(gr.Error, match="time budget"):
         list(common.stream(lambda job, report: [time.sleep(0.05), job.check()], 1))
     assert np.isclose(budget_from_env(), 0.01)
+
+
+def _request(session: str, peer: str, forwarded: str | None = None) -> Any:
+    from types import SimpleNamespace
+
+    headers = {} if forwarded is None else {"x-forwarded-for": forwarded}
+    return SimpleNamespace(session_hash=session, headers=headers, client=SimpleNamespace(host=peer))
+
+
+def test_forwarded_for_is_believed_only_from_trusted_proxies(monkeypatch) -> None:
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("BIGAIN_TRUSTED_PROXIES", raising=False)
+    spoofed = _request("s", "10.0.0.9", "1.2.3.4")
+    assert common.client_address(spoofed) == "10.0.0.9"  # locally the header is the client's word: ignored
+    monkeypatch.setenv("SPACE_ID", "user/bigain")  # on a Space its proxy appends the visitor's address
+    assert common.client_address(_request("s", "10.0.0.1", "5.6.7.8")) == "5.6.7.8"
+    victim = _request("s", "10.0.0.1", "9.9.9.9, 5.6.7.8")  # a client naming someone else first
+    assert common.client_address(victim) == "5.6.7.8"
+    monkeypatch.setenv("BIGAIN_TRUSTED_PROXIES", "2")
+    assert common.client_address(victim) == "9.9.9.9"
+    monkeypatch.setenv("BIGAIN_TRUSTED_PROXIES", "0")
+    assert common.client_address(victim) == "10.0.0.1"
+
+
+def test_one_run_per_session_and_a_few_per_address(monkeypatch) -> None:
+    monkeypatch.delenv("SPACE_ID", raising=False)
+    monkeypatch.delenv("BIGAIN_TRUSTED_PROXIES", raising=False)
+    monkeypatch.setenv("BIGAIN_PER_ADDRESS", "2")
+    adm = common.Admission()
+    office = [common.Admission.visitor_keys(_request(f"s{i}", "7.7.7.7")) for i in range(3)]
+    first = adm.enter(office[0])
+    with pytest.raises(gr.Error, match="You already have a run in progress"):
+        adm.enter(office[0])  # the same session again
+    second = adm.enter(office[1])  # a colleague behind the same address
+    with pytest.raises(gr.Error, match="2 runs from your network address are already in progress"):
+        adm.enter(office[2])
+    adm.leave(office[0], first)
+    adm.leave(office[2], adm.enter(office[2]))  # a slot freed: the third one gets in
+    adm.leave(office[1], second)
+    assert not adm._visitors  # every count back to nothing

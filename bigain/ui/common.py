@@ -176,13 +176,51 @@ def friendly(fn: Callable) -> Callable:
 # ---- the fair queue: one job per visitor, one computing at a time, each stoppable ---------------
 
 
+def trusted_proxies() -> int:
+    """Proxy hops in front of the app whose ``X-Forwarded-For`` entries are believed:
+    ``BIGAIN_TRUSTED_PROXIES`` (an integer), else 1 on a Hugging Face Space (its proxy appends the
+    visitor's address) and 0 elsewhere, where the header is whatever the client chose to send."""
+    raw = os.environ.get("BIGAIN_TRUSTED_PROXIES")
+    if raw is None:
+        return 1 if os.environ.get("SPACE_ID") else 0
+    try:
+        return max(0, int(raw))
+    except ValueError:
+        return 0
+
+
+def client_address(request: Any, hops: int | None = None) -> str:
+    """The visitor's address: with ``hops`` trusted proxies, the ``hops``-th ``X-Forwarded-For`` entry
+    from the right (the one the outermost trusted proxy saw connecting); without, the socket's peer.
+    Entries left of it were written by the client and are never used, so they cannot pick a victim."""
+    hops = trusted_proxies() if hops is None else hops
+    headers = getattr(request, "headers", None) or {}
+    peer = getattr(getattr(request, "client", None), "host", "") or ""
+    if hops <= 0 or not hasattr(headers, "get"):
+        return peer
+    chain = [h.strip() for h in str(headers.get("x-forwarded-for", "") or "").split(",") if h.strip()]
+    return chain[-hops][:64] if len(chain) >= hops else peer
+
+
+def per_address() -> int:
+    """Runs one address may have waiting or computing at once (``BIGAIN_PER_ADDRESS``, default 3:
+    an office or a NAT is several people; 0 = no per-address limit). ``BIGAIN_PER_IP=0`` also turns it off."""
+    if os.environ.get("BIGAIN_PER_IP", "1") == "0":
+        return 0
+    try:
+        return max(0, int(os.environ.get("BIGAIN_PER_ADDRESS", "3")))
+    except ValueError:
+        return 3
+
+
 class Admission:
-    """Who may run: each visitor (session, and client address) one job at a time; jobs compute one
-    after the other in arrival order (a ticket queue), waiting ones keep yielding so they can be cancelled."""
+    """Who may run: each session one job at a time and each client address at most :func:`per_address`;
+    jobs compute one after the other in arrival order (a ticket queue), waiting ones keep yielding so
+    they can be cancelled."""
 
     def __init__(self) -> None:
         self._lock = threading.Condition()
-        self._visitors: set[str] = set()
+        self._visitors: dict[str, int] = {}  # key → jobs it has waiting or computing
         self._next = 0  # next ticket to hand out
         self._serving = 0  # ticket allowed to compute
         self._done: set[int] = set()  # tickets that left before their turn came
@@ -195,21 +233,26 @@ class Admission:
         keys = []
         if getattr(request, "session_hash", None):
             keys.append(f"session:{request.session_hash}")
-        headers = getattr(request, "headers", None) or {}
-        forwarded = headers.get("x-forwarded-for", "") if hasattr(headers, "get") else ""
-        host = forwarded.split(",")[0].strip() or getattr(getattr(request, "client", None), "host", "") or ""
-        if host and os.environ.get("BIGAIN_PER_IP", "1") != "0":
+        host = client_address(request)
+        if host and per_address():
             keys.append(f"ip:{host}")
         return keys
 
     def enter(self, keys: Sequence[str]) -> int:
         with self._lock:
-            if any(k in self._visitors for k in keys):
+            if any(self._visitors.get(k, 0) for k in keys if k.startswith("session:")):
                 raise gr.Error(
                     "You already have a run in progress: wait for it to finish (or stop it) before starting another.",
                     print_exception=False,
                 )
-            self._visitors.update(keys)
+            cap = per_address()
+            if any(self._visitors.get(k, 0) >= cap for k in keys if k.startswith("ip:")):
+                raise gr.Error(
+                    f"{cap} runs from your network address are already in progress: try again when one has finished.",
+                    print_exception=False,
+                )
+            for k in keys:
+                self._visitors[k] = self._visitors.get(k, 0) + 1
             ticket = self._next
             self._next += 1
             return ticket
@@ -223,7 +266,10 @@ class Admission:
 
     def leave(self, keys: Sequence[str], ticket: int) -> None:
         with self._lock:
-            self._visitors.difference_update(keys)
+            for k in keys:
+                left = self._visitors.pop(k, 0) - 1
+                if left > 0:
+                    self._visitors[k] = left
             self._done.add(ticket)
             while self._serving in self._done:  # tickets that left (finished, failed or cancelled) are skipped
                 self._done.discard(self._serving)
