@@ -352,7 +352,9 @@ def main(argv: list[str] | None = None) -> dict:
     return rec
 
 
-def run_stages(name: str, out: Path, stages: tuple[Stage, ...], a: argparse.Namespace, cmd: str) -> dict:
+def run_stages(
+    name: str, out: Path, stages: tuple[Stage, ...], a: argparse.Namespace, cmd: str, arch: Arch | None = None
+) -> dict:
     """Train ``stages`` in turn, each from the weights the one before wrote (the first from ``a.init``).
     Earlier stages write to ``out/stages/k`` (removed at the end: the final record keeps theirs under
     ``previous``); with ``a.resume`` a finished stage is skipped and the running one continues."""
@@ -371,10 +373,10 @@ def run_stages(name: str, out: Path, stages: tuple[Stage, ...], a: argparse.Name
         )
         done = dst / "training.json"
         if a.resume and not last and done.is_file() and json.loads(done.read_text())["train"] == cfg.__dict__:
-            print(f"{name}: stage {k}/{len(stages)} already trained in {dst}")
+            print(f"{name}: stage {k}/{len(stages)} already trained in {dst}", flush=True)
         else:
             print(f"{name}: stage {k}/{len(stages)}: {st}", flush=True)
-            rec = train(name, dst, cfg, device=a.device, command=cmd, resume=a.resume, init=init)
+            rec = train(name, dst, cfg, arch=arch, device=a.device, command=cmd, resume=a.resume, init=init)
         init = dst
     shutil.rmtree(out / "stages", ignore_errors=True)
     return rec

@@ -162,6 +162,49 @@ def test_training_resumes_to_the_same_weights(tmp_path: Path, monkeypatch) -> No
         T.train("glyphs-dit", tmp_path / "x", other, arch=_tiny_glyph_arch(), quiet=True, resume=True)
 
 
+def test_progressive_stages_chain_and_resume_after_a_finished_stage(tmp_path: Path, monkeypatch, capsys) -> None:
+    import argparse
+
+    from safetensors.torch import load_file
+
+    from bigain import train as T
+
+    monkeypatch.setattr(T, "GLYPH_BANK", 1)
+    stages = (T.Stage(2, 2, res=16, min_snr=5.0), T.Stage(2, 2, min_snr=5.0))
+    a = argparse.Namespace(lr=1e-3, seed=0, checkpoint_every=1, device="cpu", resume=True, init=None)
+    whole = T.run_stages("glyphs-dit", tmp_path / "whole", stages, a, "cmd", arch=_tiny_glyph_arch())
+    assert whole["previous"]["train"]["res"] == 16 and whole["train"]["res"] is None  # 16×16 first, then 32×32
+    assert whole["wall_s_total"] > whole["wall_s"] and not (tmp_path / "whole" / "stages").exists()
+    real_lr = T._lr
+
+    def die_in_stage_2(step: int, c: T.TrainConfig) -> float:
+        if c.res is None and step == 1:
+            raise KeyboardInterrupt
+        return real_lr(step, c)
+
+    monkeypatch.setattr(T, "_lr", die_in_stage_2)
+    with pytest.raises(KeyboardInterrupt):
+        T.run_stages("glyphs-dit", tmp_path / "cut", stages, a, "cmd", arch=_tiny_glyph_arch())
+    assert (tmp_path / "cut" / "stages" / "1" / "model.safetensors").is_file()
+    monkeypatch.setattr(T, "_lr", real_lr)
+    capsys.readouterr()
+    T.run_stages("glyphs-dit", tmp_path / "cut", stages, a, "cmd", arch=_tiny_glyph_arch())
+    assert "stage 1/2 already trained" in capsys.readouterr().out  # not trained again
+    w1, w2 = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("whole", "cut"))
+    assert all(torch.equal(w1[k], w2[k]) for k in w1)  # the same weights as the uninterrupted run
+
+
+def test_min_snr_weights_only_the_nearly_clean_timesteps_down() -> None:
+    from bigain import train as T
+
+    acp = T._alphas_cumprod()
+    w = T._weight(acp, 5.0)
+    snr = acp / (1 - acp)
+    assert torch.equal(T._weight(acp, None), torch.ones_like(acp))
+    assert torch.all(w[snr <= 5] == 1) and torch.all(w[snr > 5] < 1) and w.min() > 0
+    torch.testing.assert_close(w[snr > 5], 5 / snr[snr > 5])
+
+
 def test_frame_keeps_training_glyphs_and_reframes_others() -> None:
     x, _ = glyphs.load("test")
     for im in x[::7]:
