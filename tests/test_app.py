@@ -28,7 +28,7 @@ import torch
 from PIL import Image
 
 import app
-from bigain import explain
+from bigain import explain, viz
 from bigain.explain import bundled
 from bigain.methods import METHODS, Method, param
 from bigain.models import ModelUnavailable
@@ -55,7 +55,8 @@ def test_generate_compares_samples_of_every_method_against_the_baseline() -> Non
     assert [c.split(" · ")[1] for _, c in gallery[:3]] == ["1", "2", "3"]  # the sample, the same seeds per method
     assert all(img.size == (128, 128) for img, _ in gallery)  # 16×16 digits enlarged ×8, nearest
     assert slider[0] is strips["Baseline"] and slider[1] is strips["L-GTM r=0.7"] and compare["value"] == "L-GTM r=0.7"
-    assert strips["Baseline"].size == (2 * 128 + 4, 2 * 128 + 4)  # 3 samples on a 2×2 grid
+    assert strips["Baseline"].size == (256, 256)  # sample 1 on both sides of the slider, enlarged
+    assert strips["Baseline"].tobytes() == viz.enlarge(gallery[0][0], 256).tobytes()
     assert isinstance(table, pd.DataFrame) and list(table["method"]) == ["Baseline", "ToMe r=0.5", "L-GTM r=0.7"]
     assert table["speed-up (×)"].iloc[0] == 1.0
     assert (table["GFLOPs / call"].iloc[1:] < table["GFLOPs / call"].iloc[0]).all()  # compression saves FLOPs

@@ -186,7 +186,9 @@ def outputs(
     timing = timing if timing is not None else here(model_name)
     card = CARDS[model_name]
     base = rows[0].result.images
-    strips = {r.label: viz.strip(r.result.images, min_side=SHOWN, cols=2) for r in rows}  # 2×2 for the slider
+    # the slider's two sides are the same sample (sample 1, the same noise): its handle splits one letter,
+    # never baseline sample 1 against the method's sample 2 as a grid would
+    strips = {r.label: viz.enlarge(r.result.images[0], 2 * SHOWN) for r in rows}
     gallery = [
         (viz.enlarge(im, SHOWN), f"{_caption(r)} · {k + 1}") for r in rows for k, im in enumerate(r.result.images)
     ]
@@ -327,7 +329,7 @@ def build() -> dict[str, Any]:
                 with gr.Column(scale=2):
                     g_slider = gr.ImageSlider(
                         first[1],
-                        label="Baseline (left) vs method (right)",
+                        label="Sample 1: baseline (left) vs method (right), the same noise",
                         format="png",
                         elem_id="gen-slider",
                         elem_classes=["pixelated"],
