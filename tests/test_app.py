@@ -549,3 +549,32 @@ def test_one_run_per_session_and_a_few_per_address(monkeypatch) -> None:
     adm.leave(office[2], adm.enter(office[2]))  # a slot freed: the third one gets in
     adm.leave(office[1], second)
     assert not adm._visitors  # every count back to nothing
+
+
+def test_a_request_over_the_budget_is_refused_before_it_runs(monkeypatch) -> None:
+    from bigain.ui.generate import request_images
+
+    monkeypatch.setattr(common.COSTS, "_s", {})  # nothing learnt
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "60")
+    big = {"model_name": "digits-dit", "condition": "4", "methods": ["tome", "lgtm"], "steps": 200, "samples": 8,
+           "rounds": 5, "guidance": 2.0}  # fmt: skip
+    assert request_images("digits-dit", big["methods"], big) == 3 * 5 * 200 * 16
+    common.admit_cost("digits-dit", 48_000, "comparison")  # nothing learnt yet: admitted (the budget still stops it)
+    common.COSTS.learn("digits-dit", 0.004, 8)  # 0.5 ms an image on this host
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "20")
+    with pytest.raises(gr.Error, match=r"about 24 s here \(48,000 image evaluations"):
+        common.admit_cost("digits-dit", 48_000, "comparison")
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "60")
+    common.admit_cost("digits-dit", 48_000, "comparison")  # within the budget
+
+
+def test_the_generate_event_refuses_before_taking_a_slot(monkeypatch) -> None:
+    from bigain.ui.generate import _event
+
+    monkeypatch.setattr(common.COSTS, "_s", {})  # nothing learnt
+    common.COSTS.learn("digits-dit", 1.0, 1)  # pretend a second an image
+    monkeypatch.setattr(common.ADMISSION, "enter", lambda keys: pytest.fail("took a slot"))
+    values = {"model_name": "digits-dit", "condition": "4", "methods": ["lgtm"], "steps": 50, "samples": 4,
+              "rounds": 3, "guidance": 2.0, "execution": "eager"}  # fmt: skip
+    with pytest.raises(gr.Error, match="over the 300-s limit"):
+        next(_event(values, None, None))

@@ -280,6 +280,44 @@ class Admission:
 ADMISSION = Admission()
 
 
+class CostBook:
+    """Seconds one image takes through a model's denoiser once, on this host, learnt from the runs the
+    app served (and the precomputed examples): what a request's cost is estimated from before it is
+    admitted, so a request that cannot finish inside the time budget never holds the compute slot."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._s: dict[str, float] = {}
+
+    def learn(self, model_name: str, seconds: float, images: int) -> None:
+        if not (seconds > 0 and images > 0):
+            return
+        v = seconds / images
+        with self._lock:  # the cheapest seen: estimates err towards admitting, the budget still stops a run
+            self._s[model_name] = min(v, self._s.get(model_name, v))
+
+    def estimate(self, model_name: str, images: int) -> float | None:
+        """Seconds for ``images`` image-evaluations, or None while the model has not run here."""
+        v = self._s.get(model_name)
+        return None if v is None else v * images
+
+
+COSTS = CostBook()
+
+
+def admit_cost(model_name: str, images: int, what: str) -> None:
+    """Refuse, in one sentence and before any work, a request whose estimated cost is over the budget."""
+    budget = budget_from_env()
+    est = COSTS.estimate(model_name, images)
+    if budget is not None and est is not None and est > budget:
+        raise gr.Error(
+            f"This {what} would take about {est:.0f} s here ({images:,} image evaluations of "
+            f"{html.escape(model_name)}), over the {budget:.0f}-s limit of one request: use fewer steps, samples, "
+            "methods or timing rounds.",
+            print_exception=False,
+        )
+
+
 def stream(
     work: Callable[[Job], Any], n_outputs: int, request: gr.Request | None = None, progress: Any = None
 ) -> Iterator[Any]:

@@ -17,9 +17,11 @@ from bigain.explain.bundled import digits_quality
 from bigain.ui import knobs
 from bigain.ui.checked import CheckedDropdown, CheckedSlider
 from bigain.ui.common import (
+    COSTS,
     DEFAULT_MODEL,
     MAX_SAMPLES,
     ROOT,
+    admit_cost,
     available,
     bind_heavy,
     check_execution,
@@ -251,6 +253,7 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
     settings = knobs.settings(values)
     name, condition, methods = values["model_name"], _check_condition(values["condition"]), values["methods"]
     mode = check_execution(values.get("execution"))
+    admit_cost(name, request_images(name, methods, values), "comparison")
 
     def work(job: Any, report: Any) -> tuple[Any, ...]:
         rows = _compare(
@@ -266,9 +269,29 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
             mode,
             job_progress(job, report),
         )
+        learn_cost(name, rows)
         return outputs(name, rows)
 
     yield from stream(work, len(OUTPUTS), request, progress)
+
+
+def _images_per_call(card: Any, samples: int, guidance: Any) -> int:
+    g = card.guidance if guidance is None else guidance
+    return samples * (1 if g == 1 else 2)  # classifier-free guidance: conditional + unconditional
+
+
+def request_images(model_name: str, methods: Any, values: dict[str, Any]) -> int:
+    """Image-evaluations a comparison runs: (baseline + methods) × rounds × steps × batch."""
+    card = CARDS[model_name]
+    steps = int(values.get("steps") or card.steps)
+    per_call = _images_per_call(card, int(values.get("samples") or 1), values.get("guidance"))
+    return (1 + len(methods or [])) * int(values.get("rounds") or 1) * steps * per_call
+
+
+def learn_cost(model_name: str, rows: list) -> None:
+    """Teach :data:`COSTS` this host's speed from a comparison's baseline row."""
+    base = rows[0].result
+    COSTS.learn(model_name, rows[0].per_call_s, _images_per_call(CARDS[model_name], len(base.images), base.guidance))
 
 
 @functools.lru_cache(maxsize=2)
@@ -282,6 +305,7 @@ def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, st
         rows, timing = examples.read_generation(model_name)
     except examples.Missing as e:
         return None, f"{e.note} Press **Generate** to compute the example here."
+    learn_cost(model_name, rows)
     return outputs(model_name, rows, timing), ""
 
 
