@@ -578,3 +578,16 @@ def test_the_generate_event_refuses_before_taking_a_slot(monkeypatch) -> None:
               "rounds": 3, "guidance": 2.0, "execution": "eager"}  # fmt: skip
     with pytest.raises(gr.Error, match="over the 300-s limit"):
         next(_event(values, None, None))
+
+
+def test_a_classification_over_the_budget_is_refused_before_it_runs(monkeypatch) -> None:
+    from bigain.ui.classify import request_images
+
+    monkeypatch.setattr(common.COSTS, "_s", {})
+    # glyphs: 26 classes × 3 timesteps, then the 5 kept × 7 more (the card's protocol): 113 a method and round
+    assert request_images("glyphs-dit", None, ["tome", "lgtm"], 2) == 3 * 2 * 113
+    assert request_images("glyphs-dit", ["A", "B"], [], 1) == 2 * 10
+    common.COSTS.learn("glyphs-dit", 1.0, 10)
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "60")
+    with pytest.raises(gr.Error, match=r"This classification would take about 68 s"):
+        common.admit_cost("glyphs-dit", request_images("glyphs-dit", None, ["tome", "lgtm"], 2), "classification")

@@ -79,6 +79,16 @@ class Protocol:
         return pool[s // 2 :: s][:n]
 
 
+def planned_evaluations(proto: Protocol, n_classes: int) -> int:
+    """(class, timestep) evaluations the rounds make for ``n_classes`` candidates: Σ_r alive_r · (n_r − n_{r−1})."""
+    total, alive, done = 0, n_classes, 0
+    for r, keep in enumerate(proto.to_keep):
+        n = len(proto.round_timesteps(r))
+        total += alive * (n - done)
+        done, alive = n, min(alive, keep)
+    return max(1, total)
+
+
 @dataclass
 class Ranked:
     """One candidate in the ranking (best first)."""
@@ -235,13 +245,7 @@ class _Run:
         return eliminated
 
     def _planned(self, n_classes: int) -> int:
-        """Evaluations the rounds will make: Σ_r alive_r · (n_r − n_{r−1})."""
-        total, alive, done = 0, n_classes, 0
-        for r, keep in enumerate(self.proto.to_keep):
-            n = len(self.proto.round_timesteps(r))
-            total += alive * (n - done)
-            done, alive = n, min(alive, keep)
-        return max(1, total)
+        return planned_evaluations(self.proto, n_classes)
 
     @torch.no_grad()
     def _batch(self, jobs: list[tuple[int, int]]) -> None:

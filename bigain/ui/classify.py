@@ -17,7 +17,9 @@ from bigain.images import read_image
 from bigain.ui import knobs
 from bigain.ui.checked import CheckedImage, CheckedNumber, CheckedTextbox
 from bigain.ui.common import (
+    COSTS,
     DEFAULT_MODEL,
+    admit_cost,
     available,
     bind_heavy,
     check_execution,
@@ -29,6 +31,7 @@ from bigain.ui.common import (
     timing_text,
 )
 from bigain.ui.shared import MAX_SEED, ROUNDS, execution_picker, model_picker, timing_rounds
+from bigain.zoo import CARDS
 
 MAX_CLASSES = 100
 OUTPUTS = ["table", "summary", "evidence"]
@@ -80,6 +83,23 @@ def _compare(
     return explain.compare_classification(
         model(model_name), image, meths, classes=classes, seed=seed, progress=progress, rounds=rounds, mode=mode
     )
+
+
+def request_images(model_name: str, classes: list[str] | None, methods: Any, rounds: Any) -> int:
+    """Image-evaluations a comparison runs: (baseline + methods) × rounds × the protocol's evaluations."""
+    from bigain import worlds
+    from bigain.pipelines.classify import Protocol, planned_evaluations
+
+    card = CARDS[model_name]  # no model is loaded here: this runs before the request is admitted
+    n = len(classes) if classes else worlds.world(card.world).num_classes if card.world else 2
+    per_image = planned_evaluations(Protocol.from_dict(card.protocol), max(2, n))
+    return (1 + len(methods or [])) * int(rounds or 1) * per_image
+
+
+def learn_cost(model_name: str, rows: list) -> list:
+    """Teach :data:`COSTS` this host's speed from a comparison's baseline row; returns ``rows``."""
+    COSTS.learn(model_name, rows[0].wall_s, rows[0].result.n_evals)
+    return rows
 
 
 def here(model_name: str) -> dict[str, Any]:
@@ -137,19 +157,24 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
     settings = knobs.settings(values)
     image, classes = _image(values["image"]), classes_of(values["classes"])
     mode = check_execution(values.get("execution"))
+    name = values["model_name"]
+    admit_cost(name, request_images(name, classes, values["methods"], values.get("rounds")), "classification")
 
     def work(job: Any, report: Any) -> tuple[Any, ...]:
         return outputs(
-            _compare(
-                values["model_name"],
-                image,
-                classes,
-                list(values["methods"] or []),
-                int(values.get("rounds") or 1),
-                settings,
-                values.get("seed") or 0,
-                mode,
-                job_progress(job, report),
+            learn_cost(
+                name,
+                _compare(
+                    values["model_name"],
+                    image,
+                    classes,
+                    list(values["methods"] or []),
+                    int(values.get("rounds") or 1),
+                    settings,
+                    values.get("seed") or 0,
+                    mode,
+                    job_progress(job, report),
+                ),
             ),
             here(values["model_name"]),
         )
@@ -168,6 +193,7 @@ def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, st
         rows, image, timing = examples.read_classification(model_name)
     except examples.Missing as e:
         return None, None, f"{e.note} Press **Classify** to compute it here."
+    learn_cost(model_name, rows)
     return outputs(rows, timing), image, ""
 
 
