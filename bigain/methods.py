@@ -241,6 +241,14 @@ class Method:
         """The op budget of a call that computes the plan ("matching") or reuses kept assignments ("reuse")."""
         return REUSE_BUDGET if call == "reuse" else self.ops_budget
 
+    def has_kernels(self) -> bool:
+        """Whether this method's path runs a fused Triton kernel of :mod:`bigain.ops.fused` on CUDA (the
+        benchmarks time those methods with the kernels on and off; ``kernels`` says it per class)."""
+        return self.kernels
+
+    #: whether the class's plans go through :mod:`bigain.ops.fused` (an instance may say otherwise)
+    kernels: ClassVar[bool] = False
+
     def prepare(self, info: CallInfo) -> None:
         """Compute what every layer of this call shares into ``info.shared`` (default: nothing)."""
 
@@ -294,6 +302,7 @@ class ToMe(Method):
     name: ClassVar[str] = "tome"
     title: ClassVar[str] = "ToMe"
     ops_budget: ClassVar[tuple[int | None, int | None]] = (42, 24)
+    kernels: ClassVar[bool] = True  # fused.row_max (and L-GTM's fused.laplacian_slots)
 
     ratio: float = param(0.5, "Merge ratio", "fraction of tokens merged away (at most 1 − 1/(sx·sy))", lo=0, hi=0.98)
     sx: int = param(2, "Stride x", "cell width: one destination per sx×sy cell", lo=1, hi=8)
@@ -449,6 +458,10 @@ class IEKVD(Method):
     title: ClassVar[str] = "IE-KVD"
     ops_budget: ClassVar[tuple[int | None, int | None]] = (10, None)
     skips_final_step: ClassVar[bool] = True
+    kernels: ClassVar[bool] = True  # fused.kv_downsample
+
+    def has_kernels(self) -> bool:  # α ∈ {0, 1} constant is plain pooling / striding: no kernel
+        return not (self.alpha_end is None and self.alpha in (0, 1))
 
     factor: int = param(2, "KV stride", "keys/values from factor×factor cells", lo=2, hi=MAX_FACTOR)
     alpha: float = param(0.9, "α (nearest weight)", "1: nearest (ToDo), 0: average, >1 extrapolates", lo=-2, hi=3)
@@ -561,6 +574,7 @@ class SiTo(Method):
     name: ClassVar[str] = "sito"
     title: ClassVar[str] = "SiTo"
     ops_budget: ClassVar[tuple[int | None, int | None]] = (68, 48)  # 27 kernels are its Gaussian noise
+    kernels: ClassVar[bool] = True  # fused.row_max
 
     ratio: float = param(0.5, "Prune ratio", "fraction of tokens pruned (at most the non-base tokens)", lo=0, hi=0.98)
     sx: int = param(2, "Stride x", "cell width: one base token per sx×sy cell", lo=1, hi=8)

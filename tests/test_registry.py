@@ -88,3 +88,14 @@ def test_types_are_checked_not_coerced() -> None:
             ToMe(**bad)
     with pytest.raises(ValueError, match=r"factor must be an integer in \[2, 8\]"):
         IEKVD(factor=2.5)
+
+
+def test_methods_say_whether_their_path_has_kernels() -> None:
+    from bigain.bench.variants import uses_triton
+    from bigain.methods import IEKVD, LGTM, Baseline, FreqKV, SiTo, ToDo, ToMe
+
+    has = {m.label(): m.has_kernels() for m in (Baseline(), ToMe(), LGTM(), SiTo(), ToDo(), IEKVD(), FreqKV())}
+    assert has == {"Baseline": False, "ToMe r=0.5": True, "L-GTM r=0.7": True, "SiTo r=0.5": True,
+                   "ToDo s=2": False, "IE-KVD s=2 α=0.9": True, "Freq-KV s=2 high": False}  # fmt: skip
+    assert not IEKVD(alpha=0).has_kernels() and IEKVD(alpha=1, alpha_end=1.2).has_kernels()
+    assert all(uses_triton(m) == m.has_kernels() for m in (SiTo(), ToDo(), IEKVD()))  # the bench asks the method

@@ -41,10 +41,8 @@ def ratio_of(m: Method) -> float | None:
 
 
 def uses_triton(m: Method) -> bool:
-    """Whether a method has a fused kernel on its path (ToDo's α = 1 and the baseline do not)."""
-    if m.name in ("tome", "lgtm"):
-        return True
-    return m.name == "iekvd" and not (m.alpha_end is None and m.alpha in (0, 1))  # type: ignore[attr-defined]
+    """Whether a method has a fused kernel on its path (the method says: ``Method.has_kernels``)."""
+    return m.has_kernels()
 
 
 #: tomesd's settings; ``max_downsample`` is set per model (:func:`bigain.bench.models.tomesd_level`)
