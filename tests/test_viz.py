@@ -148,6 +148,11 @@ def test_lgtm_destinations_are_the_smoothest_token_of_each_cell() -> None:
     t = explain.merge_choice(tokens, ToMe(ratio=0.5), seed=1)
     assert t["scores"] is None and len(t["dst"]) == 64
     np.testing.assert_array_equal(t["dst"], explain.merge_choice(tokens, ToMe(ratio=0.5), seed=1)["dst"])
+    # the method's own scorer decides (Table 8's variants too), not a copy of the Laplacian rule
+    v = explain.merge_choice(tokens, LGTM(ratio=0.5, scorer="variance"))
+    vcells = v["scores"].reshape(8, 2, 8, 2).transpose(0, 2, 1, 3).reshape(64, 4)
+    np.testing.assert_allclose(np.sort(v["scores"][v["dst"]]), np.sort(vcells.min(1)))
+    assert not np.allclose(v["scores"], c["scores"])
 
 
 def test_kv_choice_nearest_average_and_blend() -> None:

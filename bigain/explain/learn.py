@@ -13,11 +13,11 @@ from PIL import Image
 
 from bigain import viz
 from bigain.errors import BadInput, whole
-from bigain.methods import IEKVD, LGTM, ToDo, ToMe
+from bigain.methods import IEKVD, LGTM, AttnCall, CallInfo, ToDo, ToMe
 from bigain.ops import rng
 from bigain.ops.kv import avg_pool_tokens, blend_downsample, nearest_exact_index, nearest_exact_tokens
 from bigain.ops.laplacian import laplacian_response, laplacian_score
-from bigain.ops.merge import bipartite_merge, destination_slots, slots_to_index
+from bigain.ops.merge import grid_cells, match
 
 GRIDS = (4, 8, 16, 32, 64)
 
@@ -108,21 +108,17 @@ def merge_choice(tokens: np.ndarray, method: ToMe, seed: int = 0) -> dict[str, A
     """Run ``method``'s destination rule and bipartite matching on pixel tokens.
 
     Returns {"kind": "merge", "groups": (N,), "dst": (Nd,), "scores": (N,) or None, "r": merged}.
-    ToMe draws random destinations from ``seed`` (as in a batched run); L-GTM takes each cell's
-    lowest Laplacian energy."""
+    The destinations come from the method itself (:meth:`ToMe.order`): ToMe draws them at random
+    from ``seed`` (as in a batched run), L-GTM takes each cell's lowest score of its ``scorer``
+    (the Laplacian by default) on the pixels; the matching compares 3×3 neighbourhoods."""
     h, w = tokens.shape[:2]
     seq = _as_seq(tokens)
-    scores = None
-    if isinstance(method, LGTM):
-        scores = laplacian_score(seq, h, w)
-        slots = destination_slots(h, w, method.sx, method.sy, method.dst, scores=scores)
-    elif method.use_rand:
-        hs, ws = h // method.sy, w // method.sx
-        rand = rng.draw(rng.new_key(seed), torch.arange(hs * ws).view(1, -1))
-        slots = destination_slots(h, w, method.sx, method.sy, "random", rand=rand)
-    else:
-        slots = destination_slots(h, w, method.sx, method.sy, "top-left")
-    m = bipartite_merge(_metric(tokens), slots_to_index(slots, h, w, method.sx, method.sy), method.ratio)
+    # the method's own destination rule (its scorer, its random stream, its cell), on the pixel tokens
+    info = CallInfo(hw=(h, w), t=None, batch=1, dtype=seq.dtype, final=False, recompute=True,
+                    key=rng.new_key(seed), grids={0: (h, w)})  # fmt: skip
+    order, scores = method.order(AttnCall(x=seq, metric=seq, h=h, w=w, target=0, info=info))
+    hs, ws = grid_cells(h, w, method.sx, method.sy)
+    m = match(_metric(tokens), order, hs * ws, method.ratio)
     return {
         "kind": "merge",
         "method": method.name,
