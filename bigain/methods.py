@@ -248,6 +248,8 @@ class Method:
 
     #: whether the class's plans go through :mod:`bigain.ops.fused` (an instance may say otherwise)
     kernels: ClassVar[bool] = False
+    #: one of BiGain's own operators (L-GTM, IE-KVD), not a baseline: what the app features first
+    bigain: ClassVar[bool] = False
 
     def prepare(self, info: CallInfo) -> None:
         """Compute what every layer of this call shares into ``info.shared`` (default: nothing)."""
@@ -418,6 +420,7 @@ class LGTM(ToMe):
     name: ClassVar[str] = "lgtm"
     title: ClassVar[str] = "L-GTM"
     ops_budget: ClassVar[tuple[int | None, int | None]] = (48, 28)  # every scorer of Table 8 fits it
+    bigain: ClassVar[bool] = True
 
     ratio: float = 0.7
     dst: str = param("laplacian", "Destination layout", "the paper, or the released code's 1×4 quirk", choices=DST)
@@ -459,6 +462,7 @@ class IEKVD(Method):
     ops_budget: ClassVar[tuple[int | None, int | None]] = (10, None)
     skips_final_step: ClassVar[bool] = True
     kernels: ClassVar[bool] = True  # fused.kv_downsample
+    bigain: ClassVar[bool] = True
 
     def has_kernels(self) -> bool:  # α ∈ {0, 1} constant is plain pooling / striding: no kernel
         return not (self.alpha_end is None and self.alpha in (0, 1))
@@ -514,6 +518,7 @@ class ToDo(IEKVD):
     name: ClassVar[str] = "todo"
     title: ClassVar[str] = "ToDo"
     ops_budget: ClassVar[tuple[int | None, int | None]] = (5, None)
+    bigain: ClassVar[bool] = False  # the baseline IE-KVD is compared with
 
     alpha: float = field(default=1.0, init=False)
     alpha_end: float | None = field(default=None, init=False)

@@ -99,3 +99,4 @@ def test_methods_say_whether_their_path_has_kernels() -> None:
                    "ToDo s=2": False, "IE-KVD s=2 α=0.9": True, "Freq-KV s=2 high": False}  # fmt: skip
     assert not IEKVD(alpha=0).has_kernels() and IEKVD(alpha=1, alpha_end=1.2).has_kernels()
     assert all(uses_triton(m) == m.has_kernels() for m in (SiTo(), ToDo(), IEKVD()))  # the bench asks the method
+    assert {n for n, c in METHODS.items() if c.bigain} == {"lgtm", "iekvd"}  # BiGain's own two operators

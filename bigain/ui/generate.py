@@ -195,7 +195,7 @@ def outputs(
         (viz.enlarge(im, SHOWN), f"{_caption(r)} · {k + 1}") for r in rows for k, im in enumerate(r.result.images)
     ]
     others = [r.label for r in rows[1:]]
-    pick = next((lbl for lbl in others if lbl.startswith("L-GTM")), others[0] if others else rows[0].label)
+    pick = next((r.label for r in rows[1:] if r.method.bigain), others[0] if others else rows[0].label)
     slider = (strips[rows[0].label], strips[pick])
     # updates, not components: built inside the page's context, a component would be drawn there
     compare = gr.update(choices=others or [rows[0].label], value=pick, interactive=bool(others))
