@@ -409,7 +409,7 @@ def test_api_bad_inputs_get_the_fields_sentence_then_a_good_one_works(client, di
             client.predict(model_name="digits-dit", image=handle_file(str(path)), methods=[], api_name="/classify")
     generate = {"model_name": "digits-dit", "condition": "4", "methods": ["tome"], "steps": STEPS, "rounds": 1}
     for change, want in [
-        ({"seed": "abc"}, r"Seed must be a whole number in \[0, 2147483647\], got 'abc'"),
+        ({"seed": "abc"}, r"Seed must be a whole number in \[0, 4294967295\], got 'abc'"),
         ({"seed": 2.5}, r"Seed must be a whole number .*got float 2\.5"),
         ({"steps": "abc"}, r"Steps must be a whole number in \[1, 200\] or empty"),
         ({"methods": None}, r"Methods \(the baseline always runs first\) must be a list of tome"),

@@ -42,6 +42,7 @@ from bigain.backbones import adapter_for
 from bigain.errors import BadInput, BadType, check_int, check_number
 from bigain.methods import IEKVD, LGTM, Baseline, FreqKV, Method, ToDo, ToMe
 from bigain.ops.laplacian import laplacian_score
+from bigain.pipelines.generate import MAX_SEED
 from bigain.record import record
 
 #: the largest merge ratio a 2×2 cell allows (one destination per cell)
@@ -298,7 +299,7 @@ def figure6_inside(
     if model.classes is None:
         raise BadInput(f"{model.card.name} is conditioned on text; this experiment needs a class-conditional model")
     class_id = model.class_id(condition)
-    seed = check_int("seed", seed, 0, 2**63 - 1)
+    seed = check_int("seed", seed, 0, MAX_SEED)
     t = check_int("t", t, 0, 999)
     ratio = check_number("ratio", ratio)
     if not 0 < ratio <= MAX_RATIO:

@@ -14,6 +14,8 @@ import pandas as pd
 
 from bigain import explain, viz
 from bigain.images import read_image
+from bigain.pipelines.classify import MAX_CLASSES
+from bigain.pipelines.generate import MAX_SEED
 from bigain.ui import knobs
 from bigain.ui.checked import CheckedImage, CheckedNumber, CheckedTextbox
 from bigain.ui.common import (
@@ -30,10 +32,9 @@ from bigain.ui.common import (
     stream,
     timing_text,
 )
-from bigain.ui.shared import MAX_SEED, ROUNDS, execution_picker, model_picker, timing_rounds
+from bigain.ui.shared import ROUNDS, execution_picker, model_picker, timing_rounds
 from bigain.zoo import CARDS
 
-MAX_CLASSES = 100
 OUTPUTS = ["table", "summary", "evidence"]
 
 

@@ -154,7 +154,7 @@ def generate(
     execution: str = "eager",
     progress: Any = None,
 ) -> tuple[Any, ...]:
-    """Generate ``samples`` images (seeds seed, seed+1, … as one batch: the same noise for every method)
+    """Generate ``samples`` images (one batch drawn from ``seed``: the same noise for every method)
     with the baseline and each chosen method. Returns the outputs in :data:`OUTPUTS` order."""
     if isinstance(methods, str):
         methods = [methods]
@@ -328,7 +328,7 @@ def build() -> dict[str, Any]:
                 step=1,
                 integer=True,
                 label="Samples per method",
-                info="seeds seed, seed+1, …: the same noise for every method",
+                info="one batch, its noise drawn from the seed: the same noise for every method",
             )
             g_rounds = timing_rounds()
             g_exec = execution_picker()

@@ -7,6 +7,7 @@ from typing import Any
 
 import gradio as gr
 
+from bigain.pipelines.generate import MAX_SEED
 from bigain.ui.checked import CheckedDropdown, CheckedNumber, CheckedSlider
 from bigain.ui.common import (
     DEFAULT_MODEL,
@@ -20,7 +21,6 @@ from bigain.ui.common import (
 )
 from bigain.zoo import CARDS
 
-MAX_SEED = 2**31 - 1
 EXAMPLE_PROMPT = {"labels": "golden retriever", "prompts": "a photo of a cat"}
 
 
