@@ -68,7 +68,7 @@ from bigain.evaluate.stats import mcnemar_exact, wilson
 from bigain.methods import Method, parse_method
 from bigain.models import assets_dir, cat, load_model
 from bigain.ops.scorers import SCORERS as SCORER_NAMES
-from bigain.pipelines.classify import Protocol, classify
+from bigain.pipelines.classify import Protocol, classify, planned_evaluations
 from bigain.pipelines.generate import generate
 
 #: The merge / prune ratios of ToMe, L-GTM and SiTo.
@@ -678,12 +678,7 @@ def reference_baseline(world: worlds.World) -> dict[str, Any]:
 
 def evals_per_image(proto: Protocol, n_classes: int) -> int:
     """(class, timestep) denoiser evaluations the classifier's rounds make per image."""
-    total, alive, done = 0, n_classes, 0
-    for r, keep in enumerate(proto.to_keep):
-        n = len(proto.round_timesteps(r))
-        total += alive * (n - done)
-        done, alive = n, min(alive, keep)
-    return total
+    return planned_evaluations(proto, n_classes)
 
 
 @torch.no_grad()
