@@ -17,6 +17,7 @@ import os
 from typing import Any
 
 import gradio as gr
+from starlette.middleware import Middleware
 
 from bigain import explain, threads
 from bigain.ui import benchmarks as _benchmarks
@@ -31,6 +32,7 @@ from bigain.ui.generate import generate
 from bigain.ui.inside import inside_step, look_inside
 from bigain.ui.knobs import method_choices
 from bigain.ui.learn import figure6, learn
+from bigain.ui.limits import BodyLimit
 from bigain.ui.shared import on_model
 
 TITLE = "BiGain: token compression that keeps generation and classification"
@@ -98,5 +100,6 @@ def launch(app: gr.Blocks, **kwargs: Any) -> Any:
         "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
         "max_file_size": "20mb",
         "allowed_paths": [str(explain.examples_dir())],
+        "app_kwargs": {"middleware": [Middleware(BodyLimit)]},  # bodies bounded before they are read or logged
     }
     return app.launch(**(options | kwargs))
