@@ -28,6 +28,9 @@ def to_image(latents: torch.Tensor, factor: int) -> torch.Tensor:
 
 #: the largest image accepted (pixels): bigger ones are refused before they are decoded
 MAX_PIXELS = 4096 * 4096
+#: the longest side an input is decoded / kept at: twice the largest model input (1024 px), so a 12-MP
+#: phone photo is accepted but is never turned into float arrays at full size (JPEGs decode reduced)
+MAX_SIDE = 2048
 
 
 def check_size(width: int, height: int, what: str = "the image") -> None:
@@ -54,8 +57,10 @@ def read_image(path: str | os.PathLike) -> Any:
             check_size(*im.size, what=name)
             im.verify()  # checksums and truncation, before decoding
         with Image.open(path) as im:
+            if im.format == "JPEG":
+                im.draft(im.mode, (MAX_SIDE, MAX_SIDE))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
             im.load()
-            return im.copy()
+            return _bounded(im.copy())
     except BadInput:
         raise
     except Image.DecompressionBombError as err:
@@ -64,6 +69,15 @@ def read_image(path: str | os.PathLike) -> Any:
         raise BadInput(f"{name} is not an image file PIL can read (PNG, JPEG, WebP, TIFF, …)") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise BadInput(f"{name} is truncated or corrupt and could not be decoded ({err})") from err
+
+
+def _bounded(image: Any) -> Any:
+    """The image with its longest side at most :data:`MAX_SIDE` (a reduced copy; smaller ones as they are)."""
+    if max(image.size) <= MAX_SIDE:
+        return image
+    small = image.copy()
+    small.thumbnail((MAX_SIDE, MAX_SIDE))
+    return small
 
 
 def _upright(image: Any) -> Any:
@@ -91,7 +105,7 @@ def _as_array(image: Any) -> np.ndarray:
         image = read_image(image)
     if isinstance(image, Image.Image):
         check_size(*image.size)
-        image = _upright(image)
+        image = _bounded(_upright(image))
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             arr = _finite(np.asarray(image, dtype=np.float64))
             top = 65535.0 if image.mode.startswith("I;16") or arr.max() > 255 else 255.0

@@ -190,3 +190,19 @@ def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
     opened = Image.open(path)
     assert np.array_equal(_as_array(opened)[..., 0], upright)  # a PIL image too
     assert opened.getexif().get(0x0112) == 6  # the caller's image is left as it was
+
+
+def test_huge_inputs_are_reduced_before_they_become_arrays(tmp_path: Path) -> None:
+    from bigain.images import MAX_SIDE, _as_array, read_image
+
+    big = Image.new("L", (4096, 3072), 0)  # 12.6 MP: accepted, like a phone photo
+    big.paste(255, (0, 0, 2048, 3072))
+    png, jpg = tmp_path / "big.png", tmp_path / "big.jpg"
+    big.save(png)
+    big.save(jpg, quality=90)
+    for path in (png, jpg):
+        im = read_image(path)
+        assert max(im.size) <= MAX_SIDE and im.size[0] / im.size[1] == 4 / 3  # reduced, shape kept
+        arr = _as_array(path)
+        assert arr.shape[:2] == (im.size[1], im.size[0]) and abs(arr[..., 0].mean() - 0.5) < 0.02
+    assert max(_as_array(big).shape[:2]) == MAX_SIDE  # a PIL image given directly, too
