@@ -497,7 +497,13 @@ def test_dockerfile_and_requirements() -> None:
     ):
         assert needle in text, needle
     assert "bigain-examples" not in text  # the examples folder is private to the process
-    assert "scikit-image" in (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    runtime = (ROOT / "requirements.txt").read_text(encoding="utf-8")
+    assert "scikit-image" in runtime
+    assert not [ln for ln in runtime.splitlines() if ln.startswith("triton")]  # a CPU Space installs no triton
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    commands = readme[readme.index("## Two commands") : readme.index("## The method in five lines")]
+    assert commands.count("torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu") == 2  # CPU torch, said
+    assert "apt-get install -y chromium" in commands
 
 
 def test_budget_is_read_from_the_environment(monkeypatch) -> None:

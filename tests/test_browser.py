@@ -32,7 +32,7 @@ except ImportError:  # MISSING below says so
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Locator, Page
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 MISSING = (
     "playwright is not installed (pip install -r requirements-dev.txt)" if sync_playwright is None
     else "chromium is not installed (apt-get install -y chromium)" if CHROMIUM is None
