@@ -97,6 +97,9 @@ def test_look_inside_opens_at_the_middle_step_and_numbers_steps_from_one() -> No
     assert isinstance(inside, explain.Inside) and image.size == (256, 256)
     assert step["value"] == 3 and step["maximum"] == 5  # the middle one, not step 1 (pure noise)
     assert [p["visible"] for p in out[4:7]] == [True, True, False] and "step 3 of 5" in out[7]
+    assert out[7].startswith("**Recorded here at ") and "L-GTM r=0.5, 5 steps" in out[7]  # a visible change
+    again = app.look_inside("digits-dit", "5", "lgtm", {"lgtm": {"ratio": 0.5}}, steps=5)
+    assert again[7].split("\n\n", 1)[1] == out[7].split("\n\n", 1)[1]  # the same recording, told it was just made
     for k in (1, 5):
         *_plots, caption = app.inside_step(inside, k, inside.blocks[-1])
         assert f"step {k} of 5" in caption

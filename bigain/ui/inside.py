@@ -5,6 +5,8 @@ image has taken shape). The tab opens with the precomputed recording of :mod:`bi
 from __future__ import annotations
 
 import functools
+import html
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -44,14 +46,26 @@ def views(inside: explain.Inside, step: int, block: str | None) -> tuple[Any, ..
     )
 
 
-def outputs(inside: explain.Inside) -> tuple[Any, ...]:
+def outputs(inside: explain.Inside, note: str = "") -> tuple[Any, ...]:
+    """The tab's outputs; ``note`` (a line on where the recording comes from) heads the caption."""
     step, block = mid_step(inside), inside.blocks[0]
+    *figs, caption = views(inside, step, block)
     return (
         inside,
         viz.enlarge(inside.image),
         gr.update(minimum=1, maximum=len(inside.steps), value=step, step=1, interactive=True),
         gr.update(choices=[(viz.short_block(b), b) for b in inside.blocks], value=block, interactive=True),
-        *views(inside, step, block),
+        *figs,
+        f"{note}\n\n{caption}" if note else caption,
+    )
+
+
+def recorded_note(inside: explain.Inside, seconds: float) -> str:
+    """The line that says a recording was just made here (the same inputs give the same pictures, so
+    without it a click on the example's settings would change nothing visible)."""
+    return (
+        f"**Recorded here at {time.strftime('%H:%M:%S')}** in {seconds:.1f} s: {html.escape(inside.method.label())}, "
+        f"{len(inside.steps)} steps, {len(inside.blocks)} compressed layer{'s' if len(inside.blocks) != 1 else ''}."
     )
 
 
@@ -92,7 +106,9 @@ def look_inside(
     """Generate once with one method while recording every compressed attention call."""
     if not method:
         raise gr.Error("Method must be chosen: pick a method to look inside.", print_exception=False)
-    return outputs(_record(model_name, condition, method, steps, settings or {}, seed, guidance, progress))
+    t = time.perf_counter()
+    inside = _record(model_name, condition, method, steps, settings or {}, seed, guidance, progress)
+    return outputs(inside, recorded_note(inside, time.perf_counter() - t))
 
 
 @friendly
@@ -107,18 +123,18 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
     settings = knobs.settings(values)
 
     def work(job: Any, report: Any) -> tuple[Any, ...]:
-        return outputs(
-            _record(
-                values["model_name"],
-                values["condition"],
-                values["method"],
-                values.get("steps"),
-                settings,
-                values.get("seed") or 0,
-                values.get("guidance"),
-                job_progress(job, report),
-            )
+        t = time.perf_counter()
+        inside = _record(
+            values["model_name"],
+            values["condition"],
+            values["method"],
+            values.get("steps"),
+            settings,
+            values.get("seed") or 0,
+            values.get("guidance"),
+            job_progress(job, report),
         )
+        return outputs(inside, recorded_note(inside, time.perf_counter() - t))
 
     yield from stream(work, len(OUTPUTS), request, progress)
 
@@ -134,7 +150,10 @@ def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, st
         inside, _ = examples.read_inside(model_name)
     except examples.Missing as e:
         return None, f"{e.note} Press **Generate and record** to compute it here."
-    return outputs(inside), ""
+    return outputs(
+        inside,
+        "**Precomputed example** (`python -m bigain.ui.examples`): press **Generate and record** to record it here.",
+    ), ""
 
 
 def build() -> dict[str, Any]:
