@@ -41,7 +41,7 @@ def __getattr__(name: str) -> Any:
     if name == "demo":
         globals()["demo"] = built = ui.build_demo()
         return built
-    if name.startswith("__") or not hasattr(ui, name):
+    if name not in ui.__all__:  # the public handlers only, not bigain.ui's imports
         raise AttributeError(name)
     return getattr(ui, name)
 

@@ -159,7 +159,9 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inside", help="picture of what a method did at one step and block (the app's Look inside)")
     _model_args(i)
     i.add_argument("--condition", "-c", required=True, help="class id or name, or a prompt (SD)")
-    i.add_argument("--step", type=_int_arg, default=6, help="denoising step, 1 = the noisiest (as in the app)")
+    i.add_argument(
+        "--step", type=_int_arg, default=None, help="denoising step, 1 = the noisiest (default: the middle one)"
+    )
     i.add_argument("--block", default=None, help="block name (default: the first compressed block)")
     i.add_argument("--steps", type=_int_arg, default=None, help="sampling steps (default: the model card's)")
     i.add_argument("--out", type=Path, default=Path("inside.png"), help="output PNG")
@@ -192,10 +194,11 @@ def _inside(a: argparse.Namespace) -> int:
     method = parse_method(a.method or "lgtm")
     if not method.compresses:
         raise BadInput(f"inside shows what a compression method did; {method.title} compresses nothing (try lgtm)")
-    planned = model.card.steps if a.steps is None else a.steps
-    check_int("--step", a.step, 1, check_int("--steps", planned, 1, 1000))  # before the recording, not after it
+    planned = check_int("--steps", model.card.steps if a.steps is None else a.steps, 1, 1000)
+    wanted = (planned + 1) // 2 if a.step is None else a.step
+    check_int("--step", wanted, 1, planned)  # before the recording, not after it
     inside = explain.record_generation(model, a.condition, method, seed=a.seed, steps=a.steps)
-    step = check_int("--step", a.step, 1, len(inside.steps)) - 1
+    step = check_int("--step", wanted, 1, len(inside.steps)) - 1
     if a.block is not None and a.block not in inside.blocks:
         raise BadInput(f"--block must be one of {', '.join(inside.blocks)}, got {a.block[:60]!r}")
     figs = [f for f in explain.inside_figures(inside, step, a.block, seed=a.seed)[:3] if f is not None]
@@ -207,7 +210,7 @@ def _inside(a: argparse.Namespace) -> int:
         x += im.width
     out.parent.mkdir(parents=True, exist_ok=True)
     sheet.save(out)
-    print(f"{method.label()}, step {a.step} of {len(inside.steps)}, block {a.block or inside.blocks[0]} → {out}")
+    print(f"{method.label()}, step {wanted} of {len(inside.steps)}, block {a.block or inside.blocks[0]} → {out}")
     return 0
 
 

@@ -58,14 +58,17 @@ def whole(v: Any, name: str) -> int:
     return int(f)
 
 
+def _num(x: float) -> str:
+    """A limit as written: whole numbers in full (4294967295, not 4.29497e+09)."""
+    return str(int(x)) if float(x).is_integer() else f"{x:g}"
+
+
 def _range(lo: float | None, hi: float | None) -> str:
-    if hi is not None and hi >= 2**31:  # "in [0, 9.22e18]" says less than "≥ 0"
-        hi = None
     if lo is not None and hi is not None:
-        return f" in [{lo:g}, {hi:g}]"
+        return f" in [{_num(lo)}, {_num(hi)}]"
     if lo is not None:
-        return f" ≥ {lo:g}"
-    return "" if hi is None else f" ≤ {hi:g}"
+        return f" ≥ {_num(lo)}"
+    return "" if hi is None else f" ≤ {_num(hi)}"
 
 
 def excerpt(v: Any) -> str:

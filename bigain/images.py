@@ -60,7 +60,7 @@ def read_image(path: str | os.PathLike) -> Any:
             if im.format == "JPEG":
                 im.draft(im.mode, (MAX_SIDE, MAX_SIDE))  # DCT scaling: decodes at 1/2, 1/4 or 1/8 size
             im.load()
-            return _bounded(im.copy())
+            decoded = im.copy()
     except BadInput:
         raise
     except Image.DecompressionBombError as err:
@@ -69,13 +69,15 @@ def read_image(path: str | os.PathLike) -> Any:
         raise BadInput(f"{name} is not an image file PIL can read (PNG, JPEG, WebP, TIFF, …)") from err
     except (OSError, SyntaxError, ValueError) as err:
         raise BadInput(f"{name} is truncated or corrupt and could not be decoded ({err})") from err
+    return _bounded(decoded)
 
 
 def _bounded(image: Any) -> Any:
     """The image with its longest side at most :data:`MAX_SIDE` (a reduced copy; smaller ones as they are)."""
     if max(image.size) <= MAX_SIDE:
         return image
-    small = image.copy()
+    # PIL resamples 16-bit grey only as 32-bit integers ("I"); the values, and their scale, stay the same
+    small = image.convert("I") if image.mode.startswith("I;16") else image.copy()
     small.thumbnail((MAX_SIDE, MAX_SIDE))
     return small
 

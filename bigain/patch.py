@@ -453,6 +453,9 @@ def unpatched_copy(model: Any) -> torch.nn.Module:
             memo[id(attn.processor)] = copy.deepcopy(original, memo)
         out = copy.deepcopy(net, memo)
         hook_ids = {h.id for h in state.hooks}
+        for attn in state.originals:  # an nn.Module processor (IP-Adapter, LoRA) is a registered submodule
+            twin = memo[id(attn)]
+            twin.set_processor(twin.processor)
     out.__dict__.pop(_ATTR, None)
     for m in out.modules():  # the hooks were copied as references to the original's state: drop them
         for name in _HOOK_DICTS:

@@ -21,7 +21,7 @@ import math
 import shutil
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +94,7 @@ class Stage:
 #: Default training, stage by stage; each stage starts from the previous one's weights with its own
 #: warm-up and cosine decay. Digits: ~20 minutes on one contended CPU core each. Glyphs: progressive,
 #: most samples at 16×16 (256 tokens, 5–8× cheaper a sample) where the letters' shapes are learnt,
-#: then 32×32 for the strokes; ~95 minutes each on one contended core.
+#: then 32×32 for the strokes; about 80 minutes each on one core, the two side by side.
 DEFAULTS: dict[str, tuple[Stage, ...]] = {
     "glyphs-dit": (Stage(1800, 48, res=16, min_snr=5.0), Stage(600, 24, min_snr=5.0)),
     "glyphs-unet": (Stage(1600, 32, res=16, min_snr=5.0), Stage(700, 16, min_snr=5.0)),
@@ -333,7 +333,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=1, help="torch threads (1 lets both models train side by side)")
     p.add_argument("--device", default="cpu", help="cpu (the documented setting) or cuda")
     p.add_argument("--out", type=Path, default=None, help="output folder (default: assets/MODEL)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt (same flags)")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="skip finished stages, continue the running one (same flags)",
+    )
     p.add_argument("--checkpoint-every", type=int, default=50, help="steps between checkpoints (0: none)")
     p.add_argument("--init", type=Path, default=None, help="continue from the weights in this folder (a second stage)")
     a = p.parse_args(argv)
@@ -345,10 +349,12 @@ def main(argv: list[str] | None = None) -> dict:
         return ref
     cmd = " ".join(["python -m bigain.train", *(argv if argv is not None else sys.argv[1:])])
     stages = DEFAULTS[a.model]
-    if a.steps or a.batch_size:  # an explicit run is one stage at the model's side
-        stages = (Stage(a.steps or stages[-1].steps, a.batch_size or stages[-1].batch_size),)
+    if a.steps or a.batch_size:  # an explicit run is one stage at the model's side (its loss weighting kept)
+        last = stages[-1]
+        stages = (replace(last, steps=a.steps or last.steps, batch_size=a.batch_size or last.batch_size),)
     rec = run_stages(a.model, out, stages, a, cmd)
-    print(f"{a.model}: {rec['steps']} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s_total']:.0f} s → {out}")
+    steps = " + ".join(str(st.steps) for st in stages)
+    print(f"{a.model}: {steps} steps, final loss {rec['final_loss']:.4f}, {rec['wall_s_total']:.0f} s → {out}")
     return rec
 
 

@@ -536,6 +536,11 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(monkeypatch) -> Non
     assert common.client_address(_request("s", "10.0.0.1", "5.6.7.8")) == "5.6.7.8"
     victim = _request("s", "10.0.0.1", "9.9.9.9, 5.6.7.8")  # a client naming someone else first
     assert common.client_address(victim) == "5.6.7.8"
+    from starlette.datastructures import Headers
+
+    two_lines = _request("s", "10.0.0.1")
+    two_lines.headers = Headers(raw=[(b"x-forwarded-for", b"6.6.6.6"), (b"x-forwarded-for", b"5.6.7.8")])
+    assert common.client_address(two_lines) == "5.6.7.8"  # the proxy's own line counts, not the client's first one
     monkeypatch.setenv("BIGAIN_TRUSTED_PROXIES", "2")
     assert common.client_address(victim) == "9.9.9.9"
     monkeypatch.setenv("BIGAIN_TRUSTED_PROXIES", "0")
@@ -554,6 +559,10 @@ def test_one_run_per_session_and_a_few_per_address(monkeypatch) -> None:
     second = adm.enter(office[1])  # a colleague behind the same address
     with pytest.raises(gr.Error, match="2 runs from your network address are already in progress"):
         adm.enter(office[2])
+    monkeypatch.setenv("BIGAIN_PER_ADDRESS", "1")
+    with pytest.raises(gr.Error, match=r"\b1 run from your network address is already in progress"):
+        adm.enter(office[2])
+    monkeypatch.setenv("BIGAIN_PER_ADDRESS", "2")
     adm.leave(office[0], first)
     adm.leave(office[2], adm.enter(office[2]))  # a slot freed: the third one gets in
     adm.leave(office[1], second)
@@ -582,6 +591,7 @@ def test_the_generate_event_refuses_before_taking_a_slot(monkeypatch) -> None:
 
     monkeypatch.setattr(common.COSTS, "_s", {})  # nothing learnt
     common.COSTS.learn("digits-dit", 1.0, 1)  # pretend a second an image
+    monkeypatch.setenv("BIGAIN_MAX_SECONDS", "300")
     monkeypatch.setattr(common.ADMISSION, "enter", lambda keys: pytest.fail("took a slot"))
     values = {"model_name": "digits-dit", "condition": "4", "methods": ["lgtm"], "steps": 50, "samples": 4,
               "rounds": 3, "guidance": 2.0, "execution": "eager"}  # fmt: skip
@@ -598,5 +608,7 @@ def test_a_classification_over_the_budget_is_refused_before_it_runs(monkeypatch)
     assert request_images("glyphs-dit", ["A", "B"], [], 1) == 2 * 10
     common.COSTS.learn("glyphs-dit", 1.0, 10)
     monkeypatch.setenv("BIGAIN_MAX_SECONDS", "60")
-    with pytest.raises(gr.Error, match=r"This classification would take about 68 s"):
+    with pytest.raises(gr.Error, match=r"This classification would take about 68 s .* use fewer classes, methods"):
         common.admit_cost("glyphs-dit", request_images("glyphs-dit", None, ["tome", "lgtm"], 2), "classification")
+    assert request_images("dit-xl-2-256", None, [], 1) is None  # its 1000 classes are not known before it loads
+    common.admit_cost("dit-xl-2-256", None, "classification")  # so it is admitted (the budget still stops it)

@@ -83,11 +83,12 @@ def test_empty_and_oversized_inputs(dit) -> None:
 @pytest.mark.parametrize(
     "kw, kind, message",
     [
-        ({"seed": "7"}, BadType, "seed must be an integer ≥ 0, got '7'"),
+        ({"seed": "7"}, BadType, r"seed must be an integer in \[0, 4294967295\], got '7'"),
         ({"seed": 1.5}, BadType, "seed must be an integer"),
         ({"seed": True}, BadType, "got bool True"),
         ({"seed": float("inf")}, BadType, "seed must be an integer"),
-        ({"seed": -1}, BadInput, "seed must be an integer ≥ 0, got -1"),
+        ({"seed": -1}, BadInput, r"seed must be an integer in \[0, 4294967295\], got -1"),
+        ({"seed": 2**32}, BadInput, r"seed must be an integer in \[0, 4294967295\], got 4294967296"),
         ({"steps": 2.5}, BadType, r"steps must be an integer in \[1, 1000\]"),
         ({"steps": float("nan")}, BadType, "steps must be an integer"),
         ({"guidance": float("nan")}, BadInput, r"guidance must be a finite number in \[0, 50\]"),
@@ -175,7 +176,7 @@ def test_cli_refuses_malformed_numbers_without_echoing_them(value: str, capsys) 
     assert exit_.value.code == 2 and "error: argument" in last and len(last) < 200 and "Traceback" not in err
 
 
-def test_exif_orientation_is_applied_once(tmp_path: Path) -> None:
+def test_exif_orientation_is_applied_and_the_callers_image_kept(tmp_path: Path) -> None:
     from bigain.images import _as_array
 
     stored = np.zeros((8, 16), np.uint8)
@@ -206,3 +207,7 @@ def test_huge_inputs_are_reduced_before_they_become_arrays(tmp_path: Path) -> No
         arr = _as_array(path)
         assert arr.shape[:2] == (im.size[1], im.size[0]) and abs(arr[..., 0].mean() - 0.5) < 0.02
     assert max(_as_array(big).shape[:2]) == MAX_SIDE  # a PIL image given directly, too
+    deep = Image.fromarray(np.full((2400, 3000), 40000, np.uint16))  # 16-bit grey, larger than MAX_SIDE
+    deep.save(tmp_path / "deep.png")
+    arr = _as_array(tmp_path / "deep.png")
+    assert max(arr.shape[:2]) == MAX_SIDE and abs(float(arr.mean()) - 40000 / 65535) < 1e-3  # its scale kept

@@ -188,8 +188,9 @@ def test_progressive_stages_chain_and_resume_after_a_finished_stage(tmp_path: Pa
     assert (tmp_path / "cut" / "stages" / "1" / "model.safetensors").is_file()
     monkeypatch.setattr(T, "_lr", real_lr)
     capsys.readouterr()
-    T.run_stages("glyphs-dit", tmp_path / "cut", stages, a, "cmd", arch=_tiny_glyph_arch())
+    rec = T.run_stages("glyphs-dit", tmp_path / "cut", stages, a, "cmd", arch=_tiny_glyph_arch())
     assert "stage 1/2 already trained" in capsys.readouterr().out  # not trained again
+    assert rec["resumed"]  # stage 2 continued from its checkpoint, not from scratch
     w1, w2 = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("whole", "cut"))
     assert all(torch.equal(w1[k], w2[k]) for k in w1)  # the same weights as the uninterrupted run
 

@@ -113,10 +113,13 @@ def merge_choice(tokens: np.ndarray, method: ToMe, seed: int = 0) -> dict[str, A
     (the Laplacian by default) on the pixels; the matching compares 3×3 neighbourhoods."""
     h, w = tokens.shape[:2]
     seq = _as_seq(tokens)
-    # the method's own destination rule (its scorer, its random stream, its cell), on the pixel tokens
-    info = CallInfo(hw=(h, w), t=None, batch=1, dtype=seq.dtype, final=False, recompute=True,
+    # the method's own destination rule (its scorer, its random stream, its cell), on the pixel tokens, as
+    # in a classifier-free-guidance batch of two (tomesd draws random destinations only for even batches)
+    pair = seq.expand(2, -1, -1)
+    info = CallInfo(hw=(h, w), t=None, batch=2, dtype=seq.dtype, final=False, recompute=True,
                     key=rng.new_key(seed), grids={0: (h, w)})  # fmt: skip
-    order, scores = method.order(AttnCall(x=seq, metric=seq, h=h, w=w, target=0, info=info))
+    order, scores = method.order(AttnCall(x=pair, metric=pair, h=h, w=w, target=0, info=info))
+    order, scores = order[:1], None if scores is None else scores[:1]
     hs, ws = grid_cells(h, w, method.sx, method.sy)
     m = match(_metric(tokens), order, hs * ws, method.ratio)
     return {

@@ -27,7 +27,6 @@ from bigain.record import record as record_events
 from bigain.timing import sync
 
 Progress = Callable[[float, str], None]
-#: seeds are non-negative 63-bit integers (what torch.Generator.manual_seed takes on every platform)
 #: The largest seed anywhere (library, CLI, app): the ToMe/SiTo key and numpy keep 32 bits.
 MAX_SEED = 2**32 - 1
 

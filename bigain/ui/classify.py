@@ -86,13 +86,16 @@ def _compare(
     )
 
 
-def request_images(model_name: str, classes: list[str] | None, methods: Any, rounds: Any) -> int:
-    """Image-evaluations a comparison runs: (baseline + methods) × rounds × the protocol's evaluations."""
+def request_images(model_name: str, classes: list[str] | None, methods: Any, rounds: Any) -> int | None:
+    """Image-evaluations a comparison runs: (baseline + methods) × rounds × the protocol's evaluations;
+    None when the number of candidate classes is not known before loading the model."""
     from bigain import worlds
     from bigain.pipelines.classify import Protocol, planned_evaluations
 
     card = CARDS[model_name]  # no model is loaded here: this runs before the request is admitted
-    n = len(classes) if classes else worlds.world(card.world).num_classes if card.world else 2
+    n = len(classes) if classes else worlds.world(card.world).num_classes if card.world else None
+    if n is None:
+        return None
     per_image = planned_evaluations(Protocol.from_dict(card.protocol), max(2, n))
     return (1 + len(methods or [])) * int(rounds or 1) * per_image
 
@@ -194,7 +197,6 @@ def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, st
         rows, image, timing = examples.read_classification(model_name)
     except examples.Missing as e:
         return None, None, f"{e.note} Press **Classify** to compute it here."
-    learn_cost(model_name, rows)
     return outputs(rows, timing), image, ""
 
 

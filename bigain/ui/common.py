@@ -198,7 +198,9 @@ def client_address(request: Any, hops: int | None = None) -> str:
     peer = getattr(getattr(request, "client", None), "host", "") or ""
     if hops <= 0 or not hasattr(headers, "get"):
         return peer
-    chain = [h.strip() for h in str(headers.get("x-forwarded-for", "") or "").split(",") if h.strip()]
+    # every X-Forwarded-For line (a proxy may add its own line after the client's): their entries in order
+    lines = headers.getlist("x-forwarded-for") if hasattr(headers, "getlist") else [headers.get("x-forwarded-for", "")]
+    chain = [h.strip() for line in lines for h in str(line or "").split(",") if h.strip()]
     return chain[-hops][:64] if len(chain) >= hops else peer
 
 
@@ -247,8 +249,10 @@ class Admission:
                 )
             cap = per_address()
             if any(self._visitors.get(k, 0) >= cap for k in keys if k.startswith("ip:")):
+                runs = "1 run" if cap == 1 else f"{cap} runs"
                 raise gr.Error(
-                    f"{cap} runs from your network address are already in progress: try again when one has finished.",
+                    f"{runs} from your network address {'is' if cap == 1 else 'are'} already in progress: try again "
+                    "when one has finished.",
                     print_exception=False,
                 )
             for k in keys:
@@ -282,8 +286,9 @@ ADMISSION = Admission()
 
 class CostBook:
     """Seconds one image takes through a model's denoiser once, on this host, learnt from the runs the
-    app served (and the precomputed examples): what a request's cost is estimated from before it is
-    admitted, so a request that cannot finish inside the time budget never holds the compute slot."""
+    app served here (not from precomputed examples, which another machine may have timed): what a
+    request's cost is estimated from before it is admitted, so a request that cannot finish inside the
+    time budget never holds the compute slot."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -305,15 +310,23 @@ class CostBook:
 COSTS = CostBook()
 
 
-def admit_cost(model_name: str, images: int, what: str) -> None:
-    """Refuse, in one sentence and before any work, a request whose estimated cost is over the budget."""
+#: what to ask for less of, per kind of request
+_FEWER = {
+    "comparison": "steps, samples, methods or timing rounds",
+    "classification": "classes, methods or timing rounds",
+}
+
+
+def admit_cost(model_name: str, images: int | None, what: str) -> None:
+    """Refuse, in one sentence and before any work, a request whose estimated cost is over the budget
+    (``images`` None: not known before the model loads, so admitted; the budget still stops it)."""
     budget = budget_from_env()
-    est = COSTS.estimate(model_name, images)
+    est = None if images is None else COSTS.estimate(model_name, images)
     if budget is not None and est is not None and est > budget:
         raise gr.Error(
             f"This {what} would take about {est:.0f} s here ({images:,} image evaluations of "
-            f"{html.escape(model_name)}), over the {budget:.0f}-s limit of one request: use fewer steps, samples, "
-            "methods or timing rounds.",
+            f"{html.escape(model_name)}), over the {budget:.0f}-s limit of one request: use fewer "
+            f"{_FEWER.get(what, 'steps, methods or rounds')}.",
             print_exception=False,
         )
 

@@ -305,7 +305,6 @@ def startup(model_name: str = DEFAULT_MODEL) -> tuple[tuple[Any, ...] | None, st
         rows, timing = examples.read_generation(model_name)
     except examples.Missing as e:
         return None, f"{e.note} Press **Generate** to compute the example here."
-    learn_cost(model_name, rows)
     return outputs(model_name, rows, timing), ""
 
 

@@ -37,6 +37,8 @@ class BodyLimit:
 
         async def bounded() -> dict:
             nonlocal seen, refused
+            if refused:  # answered already: nothing more is read
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
@@ -58,7 +60,8 @@ class BodyLimit:
 
 
 async def _refuse(send: Any, limit: int) -> None:
-    body = json.dumps({"error": f"request body over {limit // (1 << 20)} MB: send less"}).encode()
+    size = f"{limit / (1 << 20):g} MB" if limit >= 1 << 20 else f"{limit} bytes"
+    body = json.dumps({"error": f"request body over {size}: send less"}).encode()
     await send(
         {
             "type": "http.response.start",
