@@ -324,8 +324,8 @@ def test_sito_lean_no_syncs_and_compiles() -> None:
     key = new_key(0)
     no_syncs(lambda: sito_plan(metric, 7, 9, key=key))
     assert kernels(lambda: sito_plan(metric, 7, 9)) <= 20  # 18 measured (3 bmm + 2 max on CPU)
-    assert kernels(lambda: sito_plan(metric, 7, 9, key=key)) <= 42  # 40: the Gaussian draw adds 21
-    assert kernels(lambda: gaussian_noise(key, 2, 63)) <= 22
+    assert kernels(lambda: sito_plan(metric, 7, 9, key=key)) <= 46  # 46: the Gaussian draw adds 27
+    assert kernels(lambda: gaussian_noise(key, 2, 63)) <= 28  # the counter hash is 16 of them
     plan = sito_plan(metric, 7, 9, key=key)
     y = plan.prune(x)
     assert kernels(lambda: plan.prune(x)) == 1 and kernels(lambda: plan.recover(y)) == 1
