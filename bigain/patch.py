@@ -93,7 +93,6 @@ class _State:
         self.targets: list[Target] = self.backbone.targets
         self.default_blocks = self.backbone.default_blocks
         self.users = 0  # open compress() blocks
-
         self.auto = False  # installed by compress(), removed when its last block exits
         self.key = rng.new_key(_fork_seed(_device_of(model)), _device_of(model))
 

@@ -169,7 +169,7 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
             learn_cost(
                 name,
                 _compare(
-                    values["model_name"],
+                    name,
                     image,
                     classes,
                     list(values["methods"] or []),
@@ -180,7 +180,7 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
                     job_progress(job, report),
                 ),
             ),
-            here(values["model_name"]),
+            here(name),
         )
 
     yield from stream(work, len(OUTPUTS), request, progress)

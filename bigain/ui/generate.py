@@ -32,9 +32,6 @@ from bigain.ui.common import (
     stream,
     timing_text,
 )
-
-#: samples per method by default: two keep the default comparison (glyphs-dit, 20 steps, baseline + ToMe +
-#: L-GTM, one round) within 20 s on 2 CPUs (docs/app.md)
 from bigain.ui.shared import (
     ROUNDS,
     SAMPLES,

@@ -92,6 +92,13 @@ def _record(
     )
 
 
+def _recorded(*args: Any) -> tuple[Any, ...]:
+    """Record (:func:`_record`'s arguments) and return the tab's outputs, headed by the note that says so."""
+    t = time.perf_counter()
+    inside = _record(*args)
+    return outputs(inside, recorded_note(inside, time.perf_counter() - t))
+
+
 @friendly
 def look_inside(
     model_name: str,
@@ -106,9 +113,7 @@ def look_inside(
     """Generate once with one method while recording every compressed attention call."""
     if not method:
         raise gr.Error("Method must be chosen: pick a method to look inside.", print_exception=False)
-    t = time.perf_counter()
-    inside = _record(model_name, condition, method, steps, settings or {}, seed, guidance, progress)
-    return outputs(inside, recorded_note(inside, time.perf_counter() - t))
+    return _recorded(model_name, condition, method, steps, settings or {}, seed, guidance, progress)
 
 
 @friendly
@@ -123,8 +128,7 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
     settings = knobs.settings(values)
 
     def work(job: Any, report: Any) -> tuple[Any, ...]:
-        t = time.perf_counter()
-        inside = _record(
+        return _recorded(
             values["model_name"],
             values["condition"],
             values["method"],
@@ -134,7 +138,6 @@ def _event(values: dict[str, Any], request: gr.Request | None, progress: Any) ->
             values.get("guidance"),
             job_progress(job, report),
         )
-        return outputs(inside, recorded_note(inside, time.perf_counter() - t))
 
     yield from stream(work, len(OUTPUTS), request, progress)
 

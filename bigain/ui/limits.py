@@ -42,7 +42,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > limit and not refused:  # no Content-Length (chunked): answer now, read no more
+                if seen > limit:  # no Content-Length (chunked): answer now, read no more
                     refused = True
                     await _refuse(send, limit)
                     return {"type": "http.disconnect"}

@@ -130,5 +130,6 @@ def execution_picker() -> Any:
     )
 
 
-#: Samples per method of the Compare generation tab's default comparison.
+#: Samples per method of the Compare generation tab's default comparison: two keep it (glyphs-dit, 20 steps,
+#: baseline + ToMe + L-GTM, one round) within 20 s on 2 CPUs (docs/app.md).
 SAMPLES = 2
