@@ -372,3 +372,18 @@ def test_look_inside_walks_to_another_block(page: Page) -> None:
     expect(caption).to_contain_text(f"step {(STEPS + 1) // 2} of {STEPS}")  # the same step, another block
     expect(plots.first).not_to_have_attribute("src", gate)
     _no_error_anywhere(page)
+
+
+@pytest.mark.parametrize(
+    "tab, button", [("Compare generation", "#gen-button"), ("Compare classification", "#cls-button"),
+                    ("Look inside", "#inside-button")],
+)  # fmt: skip
+def test_each_model_tabs_button_is_on_the_first_screen_at_1400x900(page: Page, tab: str, button: str) -> None:
+    page.set_viewport_size({"width": 1400, "height": 900})
+    try:
+        _open_tab(page, tab)
+        page.evaluate("window.scrollTo(0, 0)")
+        box = page.locator(button).bounding_box()
+        assert box is not None and box["y"] + box["height"] <= 900, (tab, box)  # no scrolling to reach it
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 1000})

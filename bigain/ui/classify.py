@@ -238,6 +238,8 @@ def build() -> dict[str, Any]:
                 elem_classes=["pixelated", "upscale"],
                 sources=["upload", "clipboard"],
             )
+            # the button right under the image, above the fold at 1400×900 (the example letters follow)
+            c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button", interactive=available(DEFAULT_MODEL))
             for i, (label, paths, names) in enumerate(sets):
                 gr.Examples(
                     paths,
@@ -260,7 +262,6 @@ def build() -> dict[str, Any]:
             c_seed = CheckedNumber(value=0, integer=True, label="Seed", minimum=0, maximum=MAX_SEED)
             c_rounds = timing_rounds()
             c_exec = execution_picker()
-            c_btn = gr.Button("Classify", variant="primary", elem_id="cls-button", interactive=available(DEFAULT_MODEL))
         with gr.Column(scale=2):
             first = first or (None, note, None)
             gr.Markdown(

@@ -315,6 +315,8 @@ def build() -> dict[str, Any]:
         with gr.Column(scale=1, min_width=320):
             g_model, g_cond, g_note = model_picker("gen")
             g_methods = knobs.method_picker("gen")
+            # the button right under what a visitor picks first, above the fold at 1400×900
+            g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button", interactive=available(DEFAULT_MODEL))
             g_knobs = knobs.settings_panel("gen")
             g_seed, g_steps, g_guid = sampling(CARDS[DEFAULT_MODEL])
             g_samples = CheckedSlider(
@@ -328,7 +330,6 @@ def build() -> dict[str, Any]:
             )
             g_rounds = timing_rounds()
             g_exec = execution_picker()
-            g_btn = gr.Button("Generate", variant="primary", elem_id="gen-button", interactive=available(DEFAULT_MODEL))
         with gr.Column(scale=3):
             first, note = startup()
             first = first or _empty(note)

@@ -179,11 +179,12 @@ def build() -> dict[str, Any]:
         with gr.Column(scale=1, min_width=320):
             i_model, i_cond, i_note = model_picker("inside")
             i_method = knobs.method_picker("inside", single=True)
-            i_knobs = knobs.settings_panel("inside")
-            i_seed, i_steps, i_guid = sampling(CARDS[DEFAULT_MODEL])
+            # the button right under the method, above the fold at 1400×900
             i_btn = gr.Button(
                 "Generate and record", variant="primary", elem_id="inside-button", interactive=available(DEFAULT_MODEL)
             )
+            i_knobs = knobs.settings_panel("inside")
+            i_seed, i_steps, i_guid = sampling(CARDS[DEFAULT_MODEL])
         with gr.Column(scale=3, elem_id="inside-plots"):
             i_state = gr.State(first[0])
             with gr.Row():
